@@ -1,0 +1,1 @@
+"""Benchmarks for cancellable, run with ``python -m benchmarks``."""
