@@ -5,6 +5,21 @@ sources follow their parents; blocking calls and executor tasks take a token.
 """
 
 from ._errors import OperationCancelledError as OperationCancelledError
+from ._futures import as_completed as as_completed
+from ._futures import result as result
+from ._futures import wait as wait
+from ._primitives import Barrier as Barrier
+from ._primitives import BoundedSemaphore as BoundedSemaphore
+from ._primitives import Condition as Condition
+from ._primitives import Event as Event
+from ._primitives import Lock as Lock
+from ._primitives import RLock as RLock
+from ._primitives import Semaphore as Semaphore
+from ._primitives import join as join
+from ._primitives import sleep as sleep
+from ._queues import LifoQueue as LifoQueue
+from ._queues import PriorityQueue as PriorityQueue
+from ._queues import Queue as Queue
 from ._token import CancellationToken as CancellationToken
 from ._token import CancellationTokenRegistration as CancellationTokenRegistration
 from ._token import CancellationTokenSource as CancellationTokenSource
@@ -12,10 +27,25 @@ from ._token import current_token as current_token
 from ._token import use_token as use_token
 
 __all__ = [
+    "Barrier",
+    "BoundedSemaphore",
     "CancellationToken",
     "CancellationTokenRegistration",
     "CancellationTokenSource",
+    "Condition",
+    "Event",
+    "LifoQueue",
+    "Lock",
     "OperationCancelledError",
+    "PriorityQueue",
+    "Queue",
+    "RLock",
+    "Semaphore",
+    "as_completed",
     "current_token",
+    "join",
+    "result",
+    "sleep",
     "use_token",
+    "wait",
 ]

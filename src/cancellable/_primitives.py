@@ -1,0 +1,801 @@
+"""Token-aware locks, events, semaphores, conditions, barriers, ``sleep`` and ``join``.
+
+Every blocking wait in this module goes through one mechanism, `_Waiter`: a
+fresh locked lock that the thread blocks on once, with its own timeout. Whoever
+wakes the thread (a ``notify``, a lock release) releases that lock; so does a
+callback registered on the token, which is what makes a cancel wake exactly
+that thread, at once, with no polling and no extra thread. The callback is
+unregistered after every wait.
+
+A lock released by two parties tells afterwards who did what: releases only
+succeed on a locked lock and the blocked acquire only succeeds on an unlocked
+one, so they alternate. ``Waiter.handed(woke)`` counts the releases that were
+not the cancel's; when one happened the wake was handed over before the cancel
+was seen, and the call succeeds, so no notify, permit or item is ever lost.
+
+With no token and the ambient token `CancellationToken.NONE`, each class runs
+the stdlib's own code path: `Condition` defers to ``threading.Condition.wait``
+and `Lock`/`RLock` block on the C lock inside them. The ambient token is read
+only when a call is about to block; an explicit ``token=`` that is already
+cancelled raises up front, even when the call could complete.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from _thread import LockType, allocate_lock
+from collections import deque
+from collections.abc import Callable
+from contextlib import suppress
+from threading import TIMEOUT_MAX, get_ident
+from types import TracebackType
+from typing import Any, TypeVar, final
+
+from ._checks import check_seconds
+from ._errors import OperationCancelledError
+from ._token import CancellationToken, current_token
+
+__all__ = [
+    "Barrier",
+    "BoundedSemaphore",
+    "Condition",
+    "Event",
+    "Lock",
+    "RLock",
+    "Semaphore",
+    "join",
+    "sleep",
+]
+
+_T = TypeVar("_T")
+
+# The factory of the lock each blocked call waits on; tests wrap it to count
+# blocking acquires.
+_allocate_waiter_lock: Callable[[], LockType] = allocate_lock
+
+
+@final
+class _Waiter:
+    """One blocked call: a locked lock that a waker or the token's cancel releases."""
+
+    __slots__ = ("cancelled", "lock")
+
+    def __init__(self) -> None:
+        lock = _allocate_waiter_lock()
+        lock.acquire()
+        self.lock = lock
+        self.cancelled = False
+
+    def wake(self) -> bool:
+        """Release the lock if it is locked; return whether this call did."""
+        try:
+            self.lock.release()
+        except RuntimeError:  # another waker got there first
+            return False
+        return True
+
+    def _on_cancel(self) -> None:
+        if self.wake():
+            self.cancelled = True
+
+    def block(self, timeout: float, token: CancellationToken) -> bool:
+        """Block once until woken, cancelled or ``timeout`` (-1: none) passes.
+
+        Returns whether the lock was acquired (woken by anyone). Once this
+        returns, the cancel callback is unregistered and not running, so
+        ``cancelled`` is final.
+        """
+        reg = token.register(self._on_cancel)
+        try:
+            return self.lock.acquire(True, timeout)
+        finally:
+            reg.unregister()
+
+    def handed(self, woke: bool) -> bool:
+        """Whether a waker other than the cancel released the lock.
+
+        Call it once no waker can still act on this waiter. Each successful
+        release left the lock unlocked and the acquire (``woke``) locked it
+        again, so the releases number ``woke`` plus one if it is unlocked now.
+        """
+        return woke + (not self.lock.locked()) > self.cancelled
+
+
+def _timeout_arg(timeout: float | None) -> float:
+    """The C lock form of a stdlib-style timeout: -1 means no limit."""
+    if timeout is None:
+        return -1
+    return min(timeout, TIMEOUT_MAX)
+
+
+def _starts_cancelled(token: CancellationToken | None, timeout: float | None) -> bool:
+    """An explicit token already cancelled, on a call that may block."""
+    return token is not None and token._cancelled and (timeout is None or timeout > 0)
+
+
+# -- locks -------------------------------------------------------------------------
+
+
+def _check_lock_args(blocking: bool, timeout: float) -> None:
+    # The checks, in order and with the texts, of the C lock's acquire().
+    if not blocking:
+        raise ValueError("can't specify a timeout for a non-blocking call")
+    if timeout != timeout:  # noqa: PLR0124 (NaN is the one value unequal to itself)
+        raise ValueError("Invalid value NaN (not a number)")
+    if timeout < 0:
+        raise ValueError("timeout value must be a non-negative number")
+    if timeout > TIMEOUT_MAX:
+        raise OverflowError("timeout value is too large")
+
+
+class _WaitableLock:
+    """What `Lock` and `RLock` share: a C lock plus token-aware waiters.
+
+    The C lock ``_block`` is the lock's state. Calls without a live token
+    block on it directly. A call with one enrols a `_Waiter` in ``_waiters``;
+    ``release()`` wakes the first waiter that is not already cancelled, which
+    then tries the C lock again.
+    """
+
+    __slots__ = ("__weakref__", "_block", "_mutex", "_waiters")
+
+    _block: LockType
+    _mutex: LockType
+    _waiters: deque[_Waiter]
+
+    def __init__(self) -> None:
+        self._block = allocate_lock()
+        self._mutex = allocate_lock()
+        self._waiters = deque()
+
+    def _wait_free(self, timeout: float, token: CancellationToken | None) -> bool:
+        """Block until the C lock is ours, the timeout passes or the token is cancelled."""
+        if token is None:
+            token = current_token()
+        if token._lock is None:
+            return self._block.acquire(True, timeout)
+        if token._cancelled:
+            token._raise_cancelled()
+        deadline = None if timeout < 0 else time.monotonic() + timeout
+        while True:
+            waiter = _Waiter()
+            with self._mutex:
+                self._waiters.append(waiter)
+            # A release made before we enrolled did not see us: look again.
+            if self._block.acquire(False):
+                self._forget(waiter)
+                return True
+            woke = waiter.block(timeout, token)
+            self._forget(waiter)
+            if waiter.handed(woke):
+                if self._block.acquire(False):
+                    return True
+                # Someone else took it first; their release wakes us again.
+                if token._cancelled:
+                    token._raise_cancelled()
+            elif waiter.cancelled:
+                token._raise_cancelled()
+            elif not woke:
+                return False
+            if deadline is not None:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    return self._block.acquire(False)
+
+    def _forget(self, waiter: _Waiter) -> None:
+        # Under the mutex no release is in flight, so handed() is final after it.
+        with self._mutex, suppress(ValueError):
+            self._waiters.remove(waiter)
+
+    def _wake_one(self) -> None:
+        with self._mutex:
+            waiters = self._waiters
+            while waiters:
+                if waiters.popleft().wake():
+                    return
+
+    def _reinit(self) -> None:
+        self._block._at_fork_reinit()  # type: ignore[attr-defined]
+        self._mutex._at_fork_reinit()  # type: ignore[attr-defined]
+        self._waiters.clear()
+
+
+@final
+class Lock(_WaitableLock):
+    """A non-reentrant lock, like `threading.Lock`, whose ``acquire`` takes a token.
+
+    Any thread may release it. Use it anywhere a `threading.Lock` goes,
+    including as the lock of a `threading.Condition` or `Condition`.
+    """
+
+    __slots__ = ()
+    __module__ = "cancellable"
+
+    def acquire(
+        self, blocking: bool = True, timeout: float = -1, *, token: CancellationToken | None = None
+    ) -> bool:
+        """Acquire the lock, blocking until it is free unless ``blocking`` is False.
+
+        Args:
+            blocking: False to return at once instead of blocking.
+            timeout: Seconds to block at most; -1 waits without limit.
+            token: Cancels the wait; None means `current_token()`, read only
+                when the call has to block.
+
+        Returns:
+            True if the lock was acquired, False if not (non-blocking or timeout).
+
+        Raises:
+            OperationCancelledError: The token was cancelled before the lock
+                was acquired; the lock is not held.
+            ValueError: A timeout with ``blocking=False``, or a negative one.
+            OverflowError: ``timeout`` exceeds `threading.TIMEOUT_MAX`.
+        """
+        if timeout != -1:
+            _check_lock_args(blocking, timeout)
+            if timeout == 0:
+                blocking = False
+        if token is not None and blocking and token._cancelled:
+            token._raise_cancelled()
+        if self._block.acquire(False):
+            return True
+        if not blocking:
+            return False
+        return self._wait_free(timeout, token)
+
+    __enter__ = acquire
+
+    def release(self) -> None:
+        """Release the lock; any thread may. Never blocks.
+
+        Raises:
+            RuntimeError: The lock is not locked.
+        """
+        self._block.release()
+        if self._waiters:
+            self._wake_one()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._block.release()
+        if self._waiters:
+            self._wake_one()
+
+    def locked(self) -> bool:
+        """Whether the lock is held by some thread."""
+        return self._block.locked()
+
+    def _is_owned(self) -> bool:
+        return self._block.locked()
+
+    def _release_save(self) -> None:
+        self.release()
+
+    def _acquire_restore(self, state: object) -> None:
+        # Condition.wait re-takes its lock this way, cancelled or not.
+        self._block.acquire()
+
+    def _at_fork_reinit(self) -> None:
+        self._reinit()
+
+    def __repr__(self) -> str:
+        state = "locked" if self._block.locked() else "unlocked"
+        return f"<{state} cancellable.Lock object at {id(self):#x}>"
+
+
+@final
+class RLock(_WaitableLock):
+    """A reentrant lock, like `threading.RLock`, whose ``acquire`` takes a token.
+
+    The thread that acquired it must release it, as often as it acquired it.
+    """
+
+    __slots__ = ("_count", "_owner")
+    __module__ = "cancellable"
+
+    _owner: int | None
+    _count: int
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._owner = None
+        self._count = 0
+
+    def acquire(
+        self, blocking: bool = True, timeout: float = -1, *, token: CancellationToken | None = None
+    ) -> bool:
+        """Acquire the lock, or re-enter it if this thread holds it.
+
+        Args:
+            blocking: False to return at once instead of blocking.
+            timeout: Seconds to block at most; -1 waits without limit.
+            token: Cancels the wait; None means `current_token()`, read only
+                when the call has to block.
+
+        Returns:
+            True if the lock was acquired, False if not (non-blocking or timeout).
+
+        Raises:
+            OperationCancelledError: The token was cancelled before the lock
+                was acquired; the lock is not held (one more time).
+            ValueError: A timeout with ``blocking=False``, or a negative one.
+            OverflowError: ``timeout`` exceeds `threading.TIMEOUT_MAX`.
+        """
+        if timeout != -1:
+            _check_lock_args(blocking, timeout)
+            if timeout == 0:
+                blocking = False
+        if token is not None and blocking and token._cancelled:
+            token._raise_cancelled()
+        me = get_ident()
+        if self._owner == me:
+            self._count += 1
+            return True
+        if self._block.acquire(False) or (blocking and self._wait_free(timeout, token)):
+            self._owner = me
+            self._count = 1
+            return True
+        return False
+
+    __enter__ = acquire
+
+    def release(self) -> None:
+        """Release the lock once; the last release frees it. Never blocks.
+
+        Raises:
+            RuntimeError: This thread does not hold the lock.
+        """
+        if self._owner != get_ident():
+            raise RuntimeError("cannot release un-acquired lock")
+        count = self._count - 1
+        self._count = count
+        if not count:
+            self._owner = None
+            self._block.release()
+            if self._waiters:
+                self._wake_one()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    def locked(self) -> bool:
+        """Whether the lock is held by some thread."""
+        return self._block.locked()
+
+    def _is_owned(self) -> bool:
+        return self._owner == get_ident()
+
+    def _recursion_count(self) -> int:
+        return self._count if self._owner == get_ident() else 0
+
+    def _release_save(self) -> tuple[int, int | None]:
+        if not self._count:
+            raise RuntimeError("cannot release un-acquired lock")
+        state = (self._count, self._owner)
+        self._count = 0
+        self._owner = None
+        self._block.release()
+        if self._waiters:
+            self._wake_one()
+        return state
+
+    def _acquire_restore(self, state: tuple[int, int | None]) -> None:
+        # Condition.wait re-takes its lock this way, cancelled or not.
+        self._block.acquire()
+        self._count, self._owner = state
+
+    def _at_fork_reinit(self) -> None:
+        self._reinit()
+        self._owner = None
+        self._count = 0
+
+    def __repr__(self) -> str:
+        state = "locked" if self._block.locked() else "unlocked"
+        return (
+            f"<{state} cancellable.RLock object owner={self._owner or 0} "
+            f"count={self._count} at {id(self):#x}>"
+        )
+
+
+# -- condition ---------------------------------------------------------------------
+
+
+class Condition(threading.Condition):
+    """`threading.Condition` whose ``wait``/``wait_for`` take a token.
+
+    The default lock is a cancellable `RLock`. Notifications are never lost to
+    a cancel: ``notify(n)`` wakes ``n`` waiters that were not cancelled first.
+    """
+
+    __module__ = "cancellable"
+
+    _lock: Any
+    _waiters: deque[LockType]
+    _is_owned: Callable[[], bool]
+    _release_save: Callable[[], Any]
+    _acquire_restore: Callable[[Any], None]
+
+    def __init__(self, lock: object = None) -> None:
+        super().__init__(RLock() if lock is None else lock)  # type: ignore[arg-type]
+
+    def wait(self, timeout: float | None = None, *, token: CancellationToken | None = None) -> bool:
+        """Release the lock, block until notified, then re-acquire the lock.
+
+        Args:
+            timeout: Seconds to block at most; None waits without limit.
+            token: Cancels the wait; None means `current_token()`.
+
+        Returns:
+            True if notified, False if the timeout passed first.
+
+        Raises:
+            OperationCancelledError: The token was cancelled before a notify
+                reached this waiter. The lock is held again when it raises.
+            RuntimeError: The calling thread does not hold the lock.
+        """
+        if token is None:
+            token = current_token()
+        if token._lock is None or (timeout is not None and timeout <= 0):
+            return super().wait(timeout)
+        if not self._is_owned():
+            raise RuntimeError("cannot wait on un-acquired lock")
+        if token._cancelled:
+            token._raise_cancelled()
+        waiter = _Waiter()
+        self._waiters.append(waiter.lock)
+        saved = self._release_save()
+        woke = False
+        try:
+            woke = waiter.block(_timeout_arg(timeout), token)
+        finally:
+            self._acquire_restore(saved)
+            # Holding the lock again, no notify is in flight: the count is final.
+            handed = waiter.handed(woke)
+            with suppress(ValueError):
+                self._waiters.remove(waiter.lock)
+        if handed:
+            return True
+        if waiter.cancelled:
+            token._raise_cancelled()
+        return False
+
+    def wait_for(
+        self,
+        predicate: Callable[[], _T],
+        timeout: float | None = None,
+        *,
+        token: CancellationToken | None = None,
+    ) -> _T:
+        """Wait until ``predicate()`` is true, as `threading.Condition.wait_for`.
+
+        Args:
+            predicate: Called with the lock held; its last result is returned.
+            timeout: Seconds to block at most; None waits without limit.
+            token: Cancels the wait; None means `current_token()`.
+
+        Returns:
+            The last value of ``predicate()`` (falsy after a timeout).
+
+        Raises:
+            OperationCancelledError: The token was cancelled while waiting (or
+                an explicit token already was); the lock is held again.
+            RuntimeError: The calling thread does not hold the lock.
+        """
+        if _starts_cancelled(token, timeout):
+            token._raise_cancelled()  # type: ignore[union-attr]
+        endtime = None
+        waittime = timeout
+        result = predicate()
+        while not result:
+            if waittime is not None:
+                if endtime is None:
+                    endtime = time.monotonic() + waittime
+                else:
+                    waittime = endtime - time.monotonic()
+                    if waittime <= 0:
+                        break
+            self.wait(waittime, token=token)
+            result = predicate()
+        return result
+
+
+# -- events, semaphores, barriers ---------------------------------------------------
+
+
+class Event(threading.Event):
+    """`threading.Event` whose ``wait`` takes a token."""
+
+    __module__ = "cancellable"
+
+    _cond: Condition
+    _flag: bool
+
+    def __init__(self) -> None:
+        self._cond = Condition(allocate_lock())
+        self._flag = False
+
+    def wait(self, timeout: float | None = None, *, token: CancellationToken | None = None) -> bool:
+        """Block until the flag is set.
+
+        Args:
+            timeout: Seconds to block at most; None waits without limit.
+            token: Cancels the wait; None means `current_token()`, read only
+                when the flag is not set.
+
+        Returns:
+            The flag: True unless the timeout passed first.
+
+        Raises:
+            OperationCancelledError: The token was cancelled before the flag
+                was set (or an explicit token already was).
+        """
+        if token is not None and _starts_cancelled(token, timeout):
+            token._raise_cancelled()
+        if self._flag:
+            return True
+        with self._cond:
+            signaled: bool = self._flag
+            if not signaled:
+                signaled = self._cond.wait(timeout, token=token)
+            return signaled
+
+
+class Semaphore(threading.Semaphore):
+    """`threading.Semaphore` whose ``acquire`` takes a token."""
+
+    __module__ = "cancellable"
+
+    _cond: Condition
+
+    def __init__(self, value: int = 1) -> None:
+        if value < 0:
+            raise ValueError("semaphore initial value must be >= 0")
+        self._cond = Condition(allocate_lock())
+        self._value = value
+
+    def acquire(
+        self,
+        blocking: bool = True,
+        timeout: float | None = None,
+        *,
+        token: CancellationToken | None = None,
+    ) -> bool:
+        """Take one permit, blocking while there is none.
+
+        Args:
+            blocking: False to return at once instead of blocking.
+            timeout: Seconds to block at most; None waits without limit.
+            token: Cancels the wait; None means `current_token()`, read only
+                when there is no permit.
+
+        Returns:
+            True if a permit was taken, False if not (non-blocking or timeout).
+
+        Raises:
+            OperationCancelledError: The token was cancelled before a permit
+                was taken (or an explicit token already was); none is held.
+            ValueError: A timeout with ``blocking=False``.
+        """
+        if not blocking and timeout is not None:
+            raise ValueError("can't specify timeout for non-blocking acquire")
+        if token is not None and blocking and _starts_cancelled(token, timeout):
+            token._raise_cancelled()
+        rc = False
+        endtime = None
+        with self._cond:
+            while self._value == 0:
+                if not blocking:
+                    break
+                if timeout is not None:
+                    if endtime is None:
+                        endtime = time.monotonic() + timeout
+                    else:
+                        timeout = endtime - time.monotonic()
+                        if timeout <= 0:
+                            break
+                self._cond.wait(timeout, token=token)
+            else:
+                self._value -= 1
+                rc = True
+        return rc
+
+    __enter__ = acquire
+
+
+class BoundedSemaphore(Semaphore, threading.BoundedSemaphore):
+    """`threading.BoundedSemaphore` whose ``acquire`` takes a token."""
+
+    __module__ = "cancellable"
+
+    def __init__(self, value: int = 1) -> None:
+        Semaphore.__init__(self, value)
+        self._initial_value = value
+
+
+class Barrier(threading.Barrier):
+    """`threading.Barrier` whose ``wait`` takes a token.
+
+    A wait cancelled while the barrier fills breaks the barrier as a timeout
+    does: the other waiters get `threading.BrokenBarrierError`, this one
+    `OperationCancelledError`. If the barrier was already passed when the
+    cancel is seen, the wait returns its index as usual.
+    """
+
+    __module__ = "cancellable"
+
+    _cond: Condition
+    _state: int
+    _count: int
+    _timeout: float | None
+    _parties: int
+    _release: Callable[[], None]
+    _break: Callable[[], None]
+    _exit: Callable[[], None]
+
+    def __init__(
+        self, parties: int, action: Callable[[], None] | None = None, timeout: float | None = None
+    ) -> None:
+        super().__init__(parties, action, timeout)
+        self._cond = Condition(allocate_lock())
+
+    def wait(self, timeout: float | None = None, *, token: CancellationToken | None = None) -> int:
+        """Wait until ``parties`` threads have called ``wait``.
+
+        Args:
+            timeout: Seconds to block at most; None uses the barrier's default.
+            token: Cancels the wait; None means `current_token()`.
+
+        Returns:
+            This thread's arrival index, from 0 to ``parties - 1``.
+
+        Raises:
+            OperationCancelledError: The token was cancelled before the
+                barrier was passed (or an explicit token already was).
+            threading.BrokenBarrierError: The barrier broke or was reset.
+        """
+        if timeout is None:
+            timeout = self._timeout
+        if token is not None and _starts_cancelled(token, timeout):
+            token._raise_cancelled()
+        cond = self._cond
+        with cond:
+            while self._state in (-1, 1):  # draining or resetting
+                cond.wait(token=token)
+            if self._state < 0:
+                raise threading.BrokenBarrierError
+            index = self._count
+            self._count += 1
+            try:
+                if index + 1 == self._parties:
+                    self._release()
+                else:
+                    self._wait_filled(timeout, token)
+                return index
+            finally:
+                self._count -= 1
+                self._exit()
+
+    def _wait_filled(self, timeout: float | None, token: CancellationToken | None) -> None:
+        try:
+            passed = self._cond.wait_for(lambda: self._state != 0, timeout, token=token)
+        except OperationCancelledError:
+            if self._state == 1:
+                return  # passed before this thread saw the cancel
+            if self._state == 0:
+                self._break()
+            raise
+        if not passed:
+            self._break()
+            raise threading.BrokenBarrierError
+        if self._state < 0:
+            raise threading.BrokenBarrierError
+
+
+# -- sleep and join ----------------------------------------------------------------
+
+
+def sleep(seconds: float, *, token: CancellationToken | None = None) -> None:
+    """Sleep ``seconds``, or until the token is cancelled.
+
+    Args:
+        seconds: How long to sleep; infinity sleeps until the token is cancelled.
+        token: Cancels the sleep; None means `current_token()`. With
+            `CancellationToken.NONE` this is `time.sleep`.
+
+    Raises:
+        OperationCancelledError: The token was cancelled before the time passed.
+        TypeError: ``seconds`` is not a number.
+        ValueError: ``seconds`` is negative or NaN.
+    """
+    limit = check_seconds(seconds, "seconds")
+    if limit == 0:
+        time.sleep(0)
+        return
+    if token is None:
+        token = current_token()
+    if token._cancelled:
+        token._raise_cancelled()
+    if token._lock is not None or limit is None:
+        # Only the cancel releases the waiter: a wake means cancelled.
+        if _Waiter().block(-1 if limit is None else min(limit, TIMEOUT_MAX), token):
+            token._raise_cancelled()
+        return
+    time.sleep(limit)
+
+
+_join_lock = allocate_lock()
+_join_watches: dict[threading.Thread, Event] = {}
+
+
+def _watch_thread(thread: threading.Thread, ended: Event) -> None:
+    thread.join()
+    with _join_lock:
+        _join_watches.pop(thread, None)
+    ended.set()
+
+
+def join(
+    thread: threading.Thread,
+    timeout: float | None = None,
+    *,
+    token: CancellationToken | None = None,
+) -> None:
+    """Wait until ``thread`` ends, as ``thread.join(timeout)``, or the token is cancelled.
+
+    A thread gives no signal when it ends other than its own ``join``, so the
+    first cancellable join of a live thread starts one small daemon thread
+    that joins it and wakes every cancellable joiner; later joins of the same
+    thread share it, and it exits with the thread. Check ``thread.is_alive()``
+    afterwards to tell a timeout from the end, as with `threading.Thread.join`.
+
+    Args:
+        thread: The thread to wait for.
+        timeout: Seconds to block at most; None waits without limit.
+        token: Cancels the wait; None means `current_token()`. With
+            `CancellationToken.NONE` this is ``thread.join(timeout)``.
+
+    Raises:
+        OperationCancelledError: The token was cancelled before the thread ended.
+        RuntimeError: ``thread`` is the current thread or was never started.
+    """
+    if _starts_cancelled(token, timeout):
+        token._raise_cancelled()  # type: ignore[union-attr]
+    thread.join(0)  # the stdlib's checks; returns at once
+    if not thread.is_alive() or (timeout is not None and timeout <= 0):
+        return
+    if token is None:
+        token = current_token()
+    if token._lock is None:
+        thread.join(timeout)
+        return
+    if token._cancelled:
+        token._raise_cancelled()
+    with _join_lock:
+        ended = _join_watches.get(thread)
+        start = ended is None
+        if ended is None:
+            ended = _join_watches[thread] = Event()
+    if start:
+        threading.Thread(
+            target=_watch_thread,
+            args=(thread, ended),
+            name=f"cancellable-join-{thread.name}",
+            daemon=True,
+        ).start()
+    if ended.wait(timeout, token=token):
+        thread.join()
+
+
+for _fn in (sleep, join):
+    _fn.__module__ = "cancellable"
+del _fn
