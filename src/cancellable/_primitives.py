@@ -30,7 +30,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from threading import TIMEOUT_MAX, get_ident
 from types import TracebackType
-from typing import Any, TypeVar, final
+from typing import Any, Final, TypeVar, final
 
 from ._checks import check_seconds
 from ._errors import OperationCancelledError
@@ -63,7 +63,7 @@ class _Waiter:
 
     def __init__(self) -> None:
         lock = _allocate_waiter_lock()
-        lock.acquire()
+        lock.acquire(False)  # a fresh lock: never blocks
         self.lock = lock
         self.cancelled = False
 
@@ -117,14 +117,27 @@ def _starts_cancelled(token: CancellationToken | None, timeout: float | None) ->
 # -- locks -------------------------------------------------------------------------
 
 
+def _c_lock_error(blocking: bool, timeout: float) -> str:
+    # The C lock's own wording, which differs between Python versions.
+    try:
+        allocate_lock().acquire(blocking, timeout)
+    except ValueError as error:
+        return str(error)
+    raise AssertionError("the C lock accepted invalid arguments")  # pragma: no cover
+
+
+_NON_BLOCKING_TIMEOUT: Final = _c_lock_error(False, 1)
+_NEGATIVE_TIMEOUT: Final = _c_lock_error(True, -5)
+
+
 def _check_lock_args(blocking: bool, timeout: float) -> None:
-    # The checks, in order and with the texts, of the C lock's acquire().
+    # The checks of the C lock's acquire(), in its order and with its texts.
     if not blocking:
-        raise ValueError("can't specify a timeout for a non-blocking call")
+        raise ValueError(_NON_BLOCKING_TIMEOUT)
     if timeout != timeout:  # noqa: PLR0124 (NaN is the one value unequal to itself)
         raise ValueError("Invalid value NaN (not a number)")
     if timeout < 0:
-        raise ValueError("timeout value must be a non-negative number")
+        raise ValueError(_NEGATIVE_TIMEOUT)
     if timeout > TIMEOUT_MAX:
         raise OverflowError("timeout value is too large")
 
