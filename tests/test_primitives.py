@@ -75,11 +75,16 @@ class RecordingLock:
         return self._lock.locked()
 
 
-@pytest.fixture
-def waiters(monkeypatch: pytest.MonkeyPatch) -> WaiterLog:
+def install_waiter_log(monkeypatch: pytest.MonkeyPatch) -> WaiterLog:
+    """Make every waiter lock a `RecordingLock` reporting to a new log."""
     log = WaiterLog()
     monkeypatch.setattr(_primitives, "_allocate_waiter_lock", lambda: RecordingLock(log))
     return log
+
+
+@pytest.fixture
+def waiters(monkeypatch: pytest.MonkeyPatch) -> WaiterLog:
+    return install_waiter_log(monkeypatch)
 
 
 @dataclass
