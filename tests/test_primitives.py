@@ -184,8 +184,7 @@ def _release_holders() -> Iterator[None]:
 
 def _rlock_after_cancel(rlock: Any) -> None:
     holder, _ = _HOLDERS[-1]
-    assert rlock._owner == holder.ident
-    assert rlock._count == 1
+    assert f"owner={holder.ident} count=1" in repr(rlock)  # still the holder's, once
     assert not rlock._waiters
 
 

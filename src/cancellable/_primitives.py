@@ -25,10 +25,11 @@ from __future__ import annotations
 import threading
 import time
 from _thread import LockType, allocate_lock
+from _thread import RLock as _CRLock
 from collections import deque
 from collections.abc import Callable
 from contextlib import suppress
-from threading import TIMEOUT_MAX, get_ident
+from threading import TIMEOUT_MAX
 from types import TracebackType
 from typing import Any, Final, TypeVar, final
 
@@ -90,7 +91,10 @@ class _Waiter:
         try:
             return self.lock.acquire(True, timeout)
         finally:
-            reg.unregister()
+            # Setting the flag is the callback's last act: once it is seen
+            # the callback is done, and unregistering has nothing to wait for.
+            if not self.cancelled:
+                reg.unregister()
 
     def handed(self, woke: bool) -> bool:
         """Whether a waker other than the cancel released the lock.
@@ -306,18 +310,18 @@ class RLock(_WaitableLock):
     """A reentrant lock, like `threading.RLock`, whose ``acquire`` takes a token.
 
     The thread that acquired it must release it, as often as it acquired it.
+    Its state is a C ``RLock``, so re-entering and releasing cost what they
+    cost on `threading.RLock`.
     """
 
-    __slots__ = ("_count", "_owner")
+    __slots__ = ()
     __module__ = "cancellable"
 
-    _owner: int | None
-    _count: int
+    _block: Any  # a _thread.RLock
 
     def __init__(self) -> None:
         super().__init__()
-        self._owner = None
-        self._count = 0
+        self._block = _CRLock()
 
     def acquire(
         self, blocking: bool = True, timeout: float = -1, *, token: CancellationToken | None = None
@@ -345,15 +349,11 @@ class RLock(_WaitableLock):
                 blocking = False
         if token is not None and blocking and token._cancelled:
             token._raise_cancelled()
-        me = get_ident()
-        if self._owner == me:
-            self._count += 1
+        if self._block.acquire(False):
             return True
-        if self._block.acquire(False) or (blocking and self._wait_free(timeout, token)):
-            self._owner = me
-            self._count = 1
-            return True
-        return False
+        if not blocking:
+            return False
+        return self._wait_free(timeout, token)
 
     __enter__ = acquire
 
@@ -363,15 +363,10 @@ class RLock(_WaitableLock):
         Raises:
             RuntimeError: This thread does not hold the lock.
         """
-        if self._owner != get_ident():
-            raise RuntimeError("cannot release un-acquired lock")
-        count = self._count - 1
-        self._count = count
-        if not count:
-            self._owner = None
-            self._block.release()
-            if self._waiters:
-                self._wake_one()
+        block = self._block
+        block.release()
+        if self._waiters and not block._is_owned():
+            self._wake_one()
 
     def __exit__(
         self,
@@ -383,41 +378,34 @@ class RLock(_WaitableLock):
 
     def locked(self) -> bool:
         """Whether the lock is held by some thread."""
-        return self._block.locked()
+        if self._block.acquire(False):
+            self.release()  # wakes a waiter that failed to get it meanwhile
+            return False
+        return True
 
     def _is_owned(self) -> bool:
-        return self._owner == get_ident()
+        return bool(self._block._is_owned())
 
     def _recursion_count(self) -> int:
-        return self._count if self._owner == get_ident() else 0
+        return int(self._block._recursion_count())
 
-    def _release_save(self) -> tuple[int, int | None]:
-        if not self._count:
-            raise RuntimeError("cannot release un-acquired lock")
-        state = (self._count, self._owner)
-        self._count = 0
-        self._owner = None
-        self._block.release()
+    def _release_save(self) -> object:
+        state = self._block._release_save()
         if self._waiters:
             self._wake_one()
         return state
 
-    def _acquire_restore(self, state: tuple[int, int | None]) -> None:
+    def _acquire_restore(self, state: object) -> None:
         # Condition.wait re-takes its lock this way, cancelled or not.
-        self._block.acquire()
-        self._count, self._owner = state
+        self._block._acquire_restore(state)
 
     def _at_fork_reinit(self) -> None:
         self._reinit()
-        self._owner = None
-        self._count = 0
 
     def __repr__(self) -> str:
-        state = "locked" if self._block.locked() else "unlocked"
-        return (
-            f"<{state} cancellable.RLock object owner={self._owner or 0} "
-            f"count={self._count} at {id(self):#x}>"
-        )
+        inner = repr(self._block)  # "<locked _thread.RLock object owner=... count=... at ...>"
+        head = inner[: inner.rindex(" at ")].replace("_thread.RLock", "cancellable.RLock")
+        return f"{head} at {id(self):#x}>"
 
 
 # -- condition ---------------------------------------------------------------------
