@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import contextlib
 import queue
 import threading
 import time
@@ -131,10 +132,8 @@ def _latency_sample(
     resumed: list[float] = []
 
     def run() -> None:
-        try:
+        with contextlib.suppress(OperationCancelledError, threading.BrokenBarrierError):
             block()
-        except (OperationCancelledError, threading.BrokenBarrierError):
-            pass
         resumed.append(time.perf_counter())
 
     thread = threading.Thread(target=run)

@@ -12,31 +12,54 @@ import argparse
 import threading
 import time
 
+from ._errors import OperationCancelledError
+from ._primitives import Semaphore
+from ._queues import Queue
 from ._token import CancellationToken, CancellationTokenSource
 
 
-def _worker(token: CancellationToken, ready: threading.Barrier, stopped_at: list[float]) -> None:
+def _worker(
+    token: CancellationToken,
+    jobs: Queue[object],
+    slots: Semaphore,
+    ready: threading.Barrier,
+    stopped_at: list[float],
+) -> None:
     ready.wait()
-    # The worker blocks here until the service stops: nothing fake is pushed
-    # to wake it, the cancel itself does.
-    token.wait()
-    stopped_at.append(time.perf_counter())
+    try:
+        # Half the workers block waiting for a free slot, half for a job. Nothing
+        # fake is pushed or released to wake them: the cancel itself does.
+        if slots.acquire(token=token):
+            jobs.get(token=token)
+    except OperationCancelledError:
+        stopped_at.append(time.perf_counter())
 
 
-def run_blocked_workers(workers: int) -> float:
-    """Start ``workers`` threads blocked on a token, cancel, return seconds until all stopped."""
+def run_blocked_primitives(workers: int) -> float:
+    """Block ``workers`` threads in ``Semaphore.acquire`` and ``Queue.get``, cancel once.
+
+    Returns the seconds from the ``cancel()`` until the last worker stopped.
+    """
     service = CancellationTokenSource()
+    jobs: Queue[object] = Queue()
+    slots = Semaphore(workers // 2)  # the rest wait for a slot
     ready = threading.Barrier(workers + 1)
     stopped_at: list[float] = []
     threads = [
         threading.Thread(
-            target=_worker, args=(service.token, ready, stopped_at), name=f"worker-{i}"
+            target=_worker,
+            args=(service.token, jobs, slots, ready, stopped_at),
+            name=f"worker-{i}",
         )
         for i in range(workers)
     ]
     for thread in threads:
         thread.start()
     ready.wait()
+    # Poll until every worker is blocked (each has registered one callback on
+    # the token), so the figure below is the wake-up of blocked threads only.
+    while len(service.token._regs or ()) < workers:
+        time.sleep(0.001)
     started = time.perf_counter()
     service.cancel("service stopping")
     for thread in threads:
@@ -51,8 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
-    print(f"{args.workers} worker threads are blocked waiting for work.")
-    elapsed = run_blocked_workers(args.workers)
+    print(
+        f"{args.workers} worker threads are blocked in Semaphore.acquire() "
+        "and Queue.get() waiting for work."
+    )
+    elapsed = run_blocked_primitives(args.workers)
     print(
         f"One cancel() released all {args.workers} of them in {elapsed * 1e3:.2f} ms, "
         "with no dummy items or extra semaphore releases."
