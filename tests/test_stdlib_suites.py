@@ -17,8 +17,11 @@ from __future__ import annotations
 import importlib
 import os
 import queue
+import subprocess
+import sys
 import types
 import unittest
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -162,6 +165,26 @@ def test_total_count_of_stdlib_tests() -> None:
     if os.environ.get("CI") != "true" and not CLASSES:
         pytest.skip("CPython's test package is not installed")
     assert sum(EXPECTED.values()) == 129
+
+
+def test_missing_suites_fail_on_ci() -> None:
+    # Hide CPython's test modules and load this file as CI would.
+    code = (
+        "import sys\n"
+        "sys.modules['test.lock_tests'] = None\n"
+        "sys.modules['test.test_queue'] = None\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "import test_stdlib_suites as suites\n"
+        "assert not suites.CLASSES\n"
+        "suites.test_every_suite_is_loaded()\n"
+    )
+    env = {**os.environ, "CI": "true"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode != 0
+    assert "AssertionError" in result.stderr
+    assert "assert not suites.CLASSES" not in result.stderr
 
 
 def test_every_suite_is_loaded() -> None:
