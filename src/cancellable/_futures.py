@@ -23,7 +23,7 @@ from concurrent.futures._base import DoneAndNotDoneFutures
 from typing import Any, TypeVar, final
 
 from ._primitives import _starts_cancelled, _timeout_arg, _Waiter
-from ._token import CancellationToken, current_token
+from ._token import _NONE, CancellationToken, _ambient, current_token
 
 __all__ = ["as_completed", "result", "wait"]
 
@@ -152,15 +152,17 @@ def wait(
         )
     if _starts_cancelled(token, timeout):
         token._raise_cancelled()  # type: ignore[union-attr]
-    if token is None:
-        token = current_token()
     futures = set(fs)
-    if token._lock is None:
+    if token is None and _ambient.get() is _NONE:
+        return cf.wait(futures, timeout, return_when)
+    if token is not None and token._lock is None:
         return cf.wait(futures, timeout, return_when)
     deadline = None if timeout is None else time.monotonic() + timeout
     done, pending = _split(futures)
     if _satisfied(done, pending, return_when) or (timeout is not None and timeout <= 0):
         return DoneAndNotDoneFutures(done, pending)
+    if token is None:
+        token = current_token()  # read only now that the call blocks
     if token._cancelled:
         token._raise_cancelled()
     waiter = _Waiter()
@@ -215,9 +217,7 @@ def as_completed(
     """
     if _starts_cancelled(token, timeout):
         token._raise_cancelled()  # type: ignore[union-attr]
-    if token is None:
-        token = current_token()
-    if token._lock is None:
+    if (token is None and _ambient.get() is _NONE) or (token is not None and token._lock is None):
         yield from cf.as_completed(fs, timeout)
         return
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -227,6 +227,8 @@ def as_completed(
     yield from done
     if not pending:
         return
+    if token is None:
+        token = current_token()  # read only now that the iteration may block
     finished: deque[cf.Future[_T]] = deque()
     waiter = _Waiter()
 
