@@ -31,7 +31,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from threading import TIMEOUT_MAX
 from types import TracebackType
-from typing import Any, Final, TypeVar, final
+from typing import Any, Final, Protocol, TypeVar, final
 
 from ._checks import check_seconds
 from ._errors import OperationCancelledError
@@ -408,6 +408,14 @@ class RLock(_WaitableLock):
         return f"{head} at {id(self):#x}>"
 
 
+class _LockLike(Protocol):
+    """What a condition needs from its lock (ours, the stdlib's, or another)."""
+
+    def acquire(self, blocking: bool = ..., timeout: float = ...) -> bool: ...
+
+    def release(self) -> None: ...
+
+
 # -- condition ---------------------------------------------------------------------
 
 
@@ -426,7 +434,7 @@ class Condition(threading.Condition):
     _release_save: Callable[[], Any]
     _acquire_restore: Callable[[Any], None]
 
-    def __init__(self, lock: object = None) -> None:
+    def __init__(self, lock: _LockLike | None = None) -> None:
         super().__init__(RLock() if lock is None else lock)  # type: ignore[arg-type]
 
     def wait(self, timeout: float | None = None, *, token: CancellationToken | None = None) -> bool:
