@@ -281,6 +281,12 @@ CASES = [
         _cond_wait,
         _cond_after_cancel,
     ),
+    Case(
+        "Condition(threading.RLock).wait",
+        lambda: Condition(threading.RLock()),
+        _cond_wait,
+        _cond_after_cancel,
+    ),
     Case("Condition.wait_for", Condition, _cond_wait_for, _cond_after_cancel),
     Case(
         "Barrier.wait",
@@ -371,6 +377,7 @@ class TestEveryBlockingCall:
         # Loops that recompute the remaining time pass on a hair less.
         assert 19 < waiters.timeouts[0] <= 20
         assert no_registrations(cts.token)
+        assert threading.active_count() == before
 
 
 # -- no token: the stdlib's behaviour ------------------------------------------------

@@ -9,7 +9,7 @@ unregistered after every wait.
 
 A lock released by two parties tells afterwards who did what: releases only
 succeed on a locked lock and the blocked acquire only succeeds on an unlocked
-one, so they alternate. ``Waiter.handed(woke)`` counts the releases that were
+one, so they alternate. ``_Waiter.handed(woke)`` counts the releases that were
 not the cancel's; when one happened the wake was handed over before the cancel
 was seen, and the call succeeds, so no notify, permit or item is ever lost.
 
