@@ -345,6 +345,11 @@ class TokenDag(RuleBasedStateMachine):
         assert self.log == self.expected_log
         assert len(set(self.log)) == len(self.log)  # each callback at most once
         assert not self.unregistered.intersection(self.log)
+        ran = set(self.log)
+        for cb, owner in self.reg_owner.items():
+            # Exactly once if its token is cancelled and it was not unregistered first.
+            expected = self.nodes[owner].cancelled and cb not in self.unregistered
+            assert (cb in ran) is expected
 
     @invariant()
     def states_agree(self) -> None:
@@ -403,4 +408,4 @@ TokenDag.TestCase.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-test_token_dag = TokenDag.TestCase
+test_linked_sources_match_the_sequential_model = TokenDag.TestCase
