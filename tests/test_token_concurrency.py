@@ -7,6 +7,7 @@ about time.
 
 from __future__ import annotations
 
+import _thread
 import threading
 from collections.abc import Callable
 
@@ -155,7 +156,7 @@ class TestRegisterUnregisterCancel:
 
         # The lock unregister() parks on signals when it is about to block.
         parked = threading.Event()
-        real_allocate = token_module.allocate_lock
+        real_allocate = _thread.allocate_lock
 
         class SignallingLock:
             def __init__(self) -> None:
@@ -206,7 +207,12 @@ class TestRegisterUnregisterCancel:
     def _second_cancel_returns_while_the_first_still_runs_callbacks_round(self) -> None:
         cts = CancellationTokenSource()
         started, gate = threading.Event(), threading.Event()
-        cts.token.register(lambda: (started.set(), gate.wait()))
+
+        def blocked() -> None:
+            started.set()
+            gate.wait()
+
+        cts.token.register(blocked)
         first = threading.Thread(target=cts.cancel, args=("first",))
         first.start()
         try:
@@ -285,7 +291,7 @@ class TestWaiters:
             cts.cancel()
 
         waiters = [(lambda i=i: waiter(None if i % 2 else 60.0)) for i in range(THREADS)]
-        _run_threads([canceller, *waiters])  # type: ignore[list-item]
+        _run_threads([canceller, *waiters])
         assert woke == [True] * THREADS
         _assert_no_registrations(token)
 

@@ -153,9 +153,7 @@ class TokenDag(RuleBasedStateMachine):
         if node.cancelled:
             return False
         return any(kind == "cb" for kind, _ in node.regs) or any(
-            self._strong(item)  # type: ignore[arg-type]
-            for kind, item in node.regs
-            if kind == "link"
+            isinstance(item, _Node) and self._strong(item) for _, item in node.regs
         )
 
     def _error_ids(self, errors: list[BaseException]) -> list[int]:
@@ -392,10 +390,12 @@ class TokenDag(RuleBasedStateMachine):
                 if kind == "link" and isinstance(item, _Node) and item.index in self.sources:
                     assert id(self.sources[item.index].token) in children
             # Held strongly: one per pending callback, one per strongly held child.
-            strong_children = sum(
-                1
-                for kind, item in node.regs
-                if kind == "link" and self._strong(item)  # type: ignore[arg-type]
+            strong_children = len(
+                [
+                    item
+                    for kind, item in node.regs
+                    if kind == "link" and isinstance(item, _Node) and self._strong(item)
+                ]
             )
             pending_cbs = sum(1 for kind, _ in node.regs if kind == "cb")
             assert token._nstrong == pending_cbs + strong_children
