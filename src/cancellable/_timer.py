@@ -40,9 +40,11 @@ def set_clock(clock: Callable[[], float]) -> Callable[[], float]:
     which thread fires them is never a race.
     """
     global _clock, _manual
-    previous, _clock = _clock, clock
-    _manual = clock is not time.monotonic
-    TIMER.wakeup()
+    # The timer thread reads both under its lock: switch them together.
+    with TIMER._lock:
+        previous, _clock = _clock, clock
+        _manual = clock is not time.monotonic
+        TIMER._cond.notify()
     return previous
 
 

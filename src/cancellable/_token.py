@@ -412,18 +412,18 @@ class CancellationToken:
                         else:
                             errors.extend(child_errors)
                 continue
-            fn = reg._fn  # type: ignore[union-attr]
-            args = reg._args  # type: ignore[union-attr]
-            reg._token = None  # type: ignore[union-attr]
-            reg._fn = None  # type: ignore[union-attr]
-            reg._args = ()  # type: ignore[union-attr]
             try:
-                fn(*args)  # type: ignore[misc]
+                reg._fn(*reg._args)  # type: ignore[union-attr,misc]
             except BaseException as error:
                 if errors is None:
                     errors = [error]
                 else:
                     errors.append(error)
+            # Only now, so that unregister() from another thread meanwhile
+            # parks until the callback has finished.
+            reg._token = None  # type: ignore[union-attr]
+            reg._fn = None  # type: ignore[union-attr]
+            reg._args = ()  # type: ignore[union-attr]
 
     def _cancel_and_log(self, reason: object) -> None:
         """Cancel for the library itself: callback errors go to the logger."""
