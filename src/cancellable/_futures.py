@@ -292,8 +292,20 @@ def result(
         token = current_token()
     if token._lock is None:
         return future.result(timeout)
-    wait((future,), timeout, cf.FIRST_COMPLETED, token=token)
-    return future.result(0)
+    if token._cancelled:
+        token._raise_cancelled()
+    waiter = _Waiter()
+    wake = _waker(waiter)
+    watch = _watch(future)
+    if watch.add(wake):
+        try:
+            # One completion or the cancel releases the waiter: one wait suffices.
+            waiter.block(_timeout_arg(timeout), token)
+        finally:
+            watch.discard(wake)
+    if not future.done() and token._cancelled:
+        token._raise_cancelled()
+    return future.result(0)  # TimeoutError if the timeout passed first
 
 
 for _fn in (wait, as_completed, result):
