@@ -76,9 +76,11 @@ class _Core:
 
     __slots__ = (
         "__weakref__",
+        "alive",
         "bounded",
         "broken",
         "ex_token",
+        "exited",
         "full",
         "gen",
         "idle",
@@ -109,6 +111,24 @@ class _Core:
         self.pending = 0
         self.space = threading.Condition(threading.Lock())
         self.gen = _Gen(self)
+        # Workers started and not yet finished, and the condition they
+        # notify on their way out.
+        self.alive = 0
+        self.exited = threading.Condition(threading.Lock())
+
+    def wait_for_workers(self, threads: list[threading.Thread]) -> None:
+        """Block until every worker has finished, then join them.
+
+        Waiting on a condition rather than in ``Thread.join`` first keeps a
+        Ctrl-C harmless: on 3.11 a ``join`` interrupted by KeyboardInterrupt
+        can mark a still-running thread as stopped, and then nobody (not even
+        the interpreter at exit) waits for it any more.
+        """
+        with self.exited:
+            while self.alive:
+                self.exited.wait()
+        for thread in threads:
+            thread.join()
 
     def drop(self, group: _Group) -> None:
         """Forget a group that has no pending task left."""
@@ -238,7 +258,7 @@ def _own_token_cancelled(future: CancellableFuture[Any]) -> bool:
     return group is not None and any(parent._cancelled for parent in group.parents)
 
 
-def _worker(
+def _work(
     core: _Core,
     executor_ref: weakref.ref[CancellableThreadPoolExecutor],
     initializer: Callable[..., object] | None,
@@ -302,6 +322,20 @@ def _worker(
                 idle_put(None)
     except BaseException:
         LOGGER.critical("Exception in worker", exc_info=True)
+
+
+def _worker(
+    core: _Core,
+    executor_ref: weakref.ref[CancellableThreadPoolExecutor],
+    initializer: Callable[..., object] | None,
+    initargs: tuple[Any, ...],
+) -> None:
+    try:
+        _work(core, executor_ref, initializer, initargs)
+    finally:
+        with core.exited:
+            core.alive -= 1
+            core.exited.notify_all()
 
 
 class CancellableThreadPoolExecutor(ThreadPoolExecutor):
@@ -563,7 +597,14 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
                 target=_worker,
                 args=(core, weakref.ref(self, wake_workers), self._initializer, self._initargs),
             )
-            thread.start()
+            with core.exited:
+                core.alive += 1
+            try:
+                thread.start()
+            except BaseException:
+                with core.exited:
+                    core.alive -= 1
+                raise
             core.threads.add(thread)
             if num_threads + 1 >= self._max_workers:
                 core.full = True
@@ -682,8 +723,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         if wait:
             with core.lock:
                 threads = list(self._threads)
-            for thread in threads:
-                thread.join()
+            core.wait_for_workers(threads)
 
     def __exit__(
         self,
@@ -815,24 +855,26 @@ def _python_exit() -> None:
     global _exiting
     _exiting = True
     cores = list(_live)
-    threads: list[threading.Thread] = []
+    threads: list[list[threading.Thread]] = []
     for core in cores:
         with core.lock:
-            threads.extend(core.threads)
+            threads.append(list(core.threads))
         core.queue.put(None)
         core.wake_blocked_submitters()
     try:
         for hook in _exit_wait_hooks:
             hook("waiting")
-        for thread in threads:
-            thread.join()
+        for core, core_threads in zip(cores, threads, strict=True):
+            core.wait_for_workers(core_threads)
     except KeyboardInterrupt:
         for core in cores:
             core.gen.token._cancel_and_log("interrupted while waiting for tasks at exit")
         for hook in _exit_wait_hooks:
             hook("cancelled")
-        for thread in threads:
-            thread.join()
+        # A second Ctrl-C propagates from here: the interpreter then exits
+        # without waiting for tasks that ignore cancellation.
+        for core, core_threads in zip(cores, threads, strict=True):
+            core.wait_for_workers(core_threads)
 
 
 threading._register_atexit(_python_exit)  # type: ignore[attr-defined]
@@ -847,6 +889,8 @@ def _after_fork_in_child() -> None:
         core.broken = "the thread pool was inherited through fork() and is not usable"
         core.threads.clear()
         core.worker_ids.clear()
+        core.exited = threading.Condition(threading.Lock())
+        core.alive = 0
 
 
 if hasattr(os, "register_at_fork"):
