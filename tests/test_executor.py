@@ -195,6 +195,18 @@ class TestPendingCancellation:
         cts.cancel()
         gate.set()
 
+    def test_groups_of_finished_tokens_are_forgotten(
+        self, pool: CancellableThreadPoolExecutor
+    ) -> None:
+        long_lived = CancellationTokenSource()
+        for _ in range(300):
+            pool.submit(pow, 2, 2, token=CancellationTokenSource().token).result(timeout=5)
+            pool.submit(pow, 2, 2, token=long_lived.token).result(timeout=5)
+        groups = pool._core.gen.groups
+        assert len(groups) < 100  # emptied groups are collected in batches
+        regs = long_lived.token._regs
+        assert regs is None or len(regs) <= 1
+
     def test_already_cancelled_token_gives_cancelled_future(
         self, pool: CancellableThreadPoolExecutor
     ) -> None:

@@ -66,6 +66,10 @@ _exiting = False
 _exit_wait_hooks: list[Callable[[str], object]] = []
 
 
+# Emptied groups are forgotten in batches of at least this many.
+_COLLECT_AT: Final = 32
+
+
 def _notify_all(cond: threading.Condition) -> None:
     with cond:
         cond.notify_all()
@@ -79,6 +83,7 @@ class _Core:
         "alive",
         "bounded",
         "broken",
+        "empties",
         "ex_token",
         "exited",
         "full",
@@ -110,6 +115,8 @@ class _Core:
         self.max_pending = max_pending or 0
         self.pending = 0
         self.space = threading.Condition(threading.Lock())
+        # Groups (of submit tokens) that were seen empty; see collect_empties.
+        self.empties: list[_Group] = []
         self.gen = _Gen(self)
         # Workers started and not yet finished, and the condition they
         # notify on their way out.
@@ -130,15 +137,30 @@ class _Core:
         for thread in threads:
             thread.join()
 
-    def drop(self, group: _Group) -> None:
-        """Forget a group that has no pending task left."""
-        with self.lock:
-            if group.items or group.gen.groups.get(group.token) is not group:
-                return
-            del group.gen.groups[group.token]
-            reg, group.reg = group.reg, None
-        if reg is not None:
-            reg.unregister()
+    def collect_empties(self) -> list[CancellationTokenRegistration]:
+        """Forget the groups that emptied; return their registrations to remove.
+
+        Called with ``lock`` held, by a submit, once enough groups emptied:
+        workers only note an emptied group (one list append), so running a
+        task never takes the pool's lock. The caller unregisters outside the
+        lock (``unregister`` may wait for a callback that takes it).
+        """
+        empties, self.empties = self.empties, []
+        stale = []
+        for group in empties:
+            reg = group.reg
+            if reg is None:
+                # Its registration is still being made (outside the lock):
+                # look again next time.
+                self.empties.append(group)
+                continue
+            groups = group.gen.groups
+            if group.items or groups.get(group.token) is not group:
+                continue
+            del groups[group.token]
+            group.reg = None
+            stale.append(reg)
+        return stale
 
     def free_slots(self, count: int) -> None:
         with self.space:
@@ -184,7 +206,7 @@ class _Gen:
 class _Group:
     """The pending tasks of one generation submitted with one token."""
 
-    __slots__ = ("core", "dead", "gen", "items", "parents", "reg", "token", "watch")
+    __slots__ = ("core", "dead", "gen", "items", "reg", "token", "watch")
 
     def __init__(self, gen: _Gen, token: CancellationToken | None) -> None:
         self.core = gen.core
@@ -192,18 +214,26 @@ class _Group:
         self.token = token
         self.dead = False
         self.items: dict[CancellableFuture[Any], bool] = {}
-        self.parents: tuple[CancellationToken, ...] = (
-            (gen.token,) if token is None else (token, gen.token)
-        )
         self.reg: CancellationTokenRegistration | None = None
         # Whether a claim needs bookkeeping beyond the pop itself.
         self.watch = token is not None or self.core.bounded
+
+    @property
+    def parents(self) -> tuple[CancellationToken, ...]:
+        """The parents of its tasks' tokens (computed when a task token is made)."""
+        token = self.token
+        return (self.gen.token,) if token is None else (token, self.gen.token)
+
+    def __call__(self) -> None:
+        # The group is its own registration callback on its token: no bound
+        # method to allocate per group.
+        self.token_cancelled()
 
     def claimed(self) -> None:
         """Bookkeeping after one task left ``items`` (started or cancelled)."""
         core = self.core
         if self.token is not None and not self.items:
-            core.drop(self)
+            core.empties.append(self)
         if core.bounded:
             core.free_slots(1)
 
@@ -233,7 +263,7 @@ class _Group:
                 future._finish(_FIN, None, error)
         core = self.core
         if self.token is not None:
-            core.drop(self)
+            core.empties.append(self)
         if count and core.bounded:
             core.free_slots(count)
 
@@ -510,6 +540,8 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         future._kwargs = kwargs
         future._ctx = copy_context()
         cause = None
+        new_group = None
+        stale = None
         try:
             with core.lock:
                 if core.broken:
@@ -524,11 +556,9 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
                 else:
                     group = gen.groups.get(tok)  # type: ignore[assignment]
                     if group is None:
-                        group = gen.groups[tok] = _Group(gen, tok)
-                        # If tok is already cancelled the callback runs now,
-                        # on this thread (the lock is reentrant), and only
-                        # marks this still empty group dead.
-                        group.reg = tok.register(group.token_cancelled)
+                        group = new_group = gen.groups[tok] = _Group(gen, tok)
+                    if len(core.empties) >= _COLLECT_AT:
+                        stale = core.collect_empties()
                 future._group = group
                 if gen.dead:
                     cause = gen.token
@@ -539,11 +569,20 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
                     core.queue.put(future)
                     if not core.full:
                         self._adjust_thread_count()
-                    return future
         except BaseException:
             if reserved:
                 core.free_slots(1)
             raise
+        if new_group is not None:
+            # Outside the lock: if tok is cancelled meanwhile (or already),
+            # the callback runs here or on the cancelling thread and ends
+            # every task of the group, this one included.
+            new_group.reg = tok.register(new_group)
+        if stale:
+            for reg in stale:
+                reg.unregister()
+        if cause is None:
+            return future
         if reserved:
             core.free_slots(1)
         future._cancel_claimed(cause)
