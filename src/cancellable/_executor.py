@@ -319,9 +319,15 @@ def _work(
             group = future._group
             if group.items.pop(future, None) is None:  # type: ignore[union-attr]
                 continue  # cancelled while pending
-            future._st = RUNNING
             if group.watch:  # type: ignore[union-attr]
                 group.claimed()  # type: ignore[union-attr]
+            if group.dead or group.gen.dead:  # type: ignore[union-attr]
+                # Claimed while a cancel is draining the group: do not start it.
+                future._cancel_claimed(
+                    group.token if group.dead else group.gen.token  # type: ignore[union-attr]
+                )
+                continue
+            future._st = RUNNING
             reg = future._treg
             if reg is not None:
                 future._treg = None
