@@ -37,7 +37,7 @@ from contextvars import copy_context
 from itertools import islice
 from queue import Empty, SimpleQueue
 from types import TracebackType
-from typing import Any, Final, Literal, ParamSpec, TypeVar, final
+from typing import Any, Final, Literal, ParamSpec, TypeVar, final, overload
 
 from ._errors import OperationCancelledError
 from ._future import _CXL, _FIN, CancellableFuture
@@ -54,6 +54,8 @@ __all__ = ["CancellableThreadPoolExecutor", "TokenBoundExecutor"]
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
+_T1 = TypeVar("_T1")
+_T2 = TypeVar("_T2")
 
 _NONE: Final = CancellationToken.NONE
 _new = object.__new__
@@ -668,6 +670,44 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         if token.__class__ is not CancellationToken:
             raise TypeError(f"token must be a CancellationToken, got {type(token).__name__!r}")
         return TokenBoundExecutor(self, token)
+
+    @overload
+    def map(
+        self,
+        fn: Callable[[_T1], _R],
+        iterable: Iterable[_T1],
+        /,
+        *,
+        timeout: float | None = None,
+        chunksize: int = 1,
+        buffersize: int | None = None,
+        token: CancellationToken | None = None,
+    ) -> Iterator[_R]: ...
+
+    @overload
+    def map(
+        self,
+        fn: Callable[[_T1, _T2], _R],
+        iterable1: Iterable[_T1],
+        iterable2: Iterable[_T2],
+        /,
+        *,
+        timeout: float | None = None,
+        chunksize: int = 1,
+        buffersize: int | None = None,
+        token: CancellationToken | None = None,
+    ) -> Iterator[_R]: ...
+
+    @overload
+    def map(
+        self,
+        fn: Callable[..., _R],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+        buffersize: int | None = None,
+        token: CancellationToken | None = None,
+    ) -> Iterator[_R]: ...
 
     def map(
         self,
