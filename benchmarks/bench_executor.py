@@ -163,19 +163,27 @@ def _latency_ours(rounds: int) -> float:
             ready = threading.Event()
             woke: list[float] = []
 
-            def task(ready: threading.Event = ready, woke: list[float] = woke) -> None:
+            resumed = threading.Event()
+
+            def task(
+                ready: threading.Event = ready,
+                woke: list[float] = woke,
+                resumed: threading.Event = resumed,
+            ) -> None:
                 token = current_token()
                 ready.set()
                 token.wait()
                 woke.append(time.perf_counter())
+                resumed.set()
 
             fut = pool.submit(task)
             ready.wait()
             time.sleep(0.0005)  # let the task block: the wake-up is what is timed
             start = time.perf_counter()
             fut.request_cancel()
-            fut.result()
+            resumed.wait()
             samples.append(woke[0] - start)
+            fut.result()
     samples.sort()
     return samples[len(samples) // 2] * 1e6
 
@@ -188,22 +196,27 @@ def _latency_stdlib(rounds: int) -> float:
             stop = threading.Event()
             woke: list[float] = []
 
+            resumed = threading.Event()
+
             def task(
                 ready: threading.Event = ready,
                 stop: threading.Event = stop,
                 woke: list[float] = woke,
+                resumed: threading.Event = resumed,
             ) -> None:
                 ready.set()
                 stop.wait()
                 woke.append(time.perf_counter())
+                resumed.set()
 
             fut = pool.submit(task)
             ready.wait()
             time.sleep(0.0005)  # let the task block: the wake-up is what is timed
             start = time.perf_counter()
             stop.set()
-            fut.result()
+            resumed.wait()
             samples.append(woke[0] - start)
+            fut.result()
     samples.sort()
     return samples[len(samples) // 2] * 1e6
 

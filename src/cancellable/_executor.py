@@ -28,10 +28,11 @@ import sys
 import threading
 import time
 import weakref
+from _thread import allocate_lock
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures._base import FINISHED, LOGGER, RUNNING
+from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, LOGGER, RUNNING
 from concurrent.futures.thread import BrokenThreadPool
 from contextvars import copy_context
 from itertools import islice
@@ -68,6 +69,8 @@ _exiting = False
 _exit_wait_hooks: list[Callable[[str], object]] = []
 
 
+# Pending tasks a drain ends per hold of their group's lock.
+_DRAIN_BATCH: Final = 512
 # Emptied groups are forgotten in batches of at least this many.
 _COLLECT_AT: Final = 32
 
@@ -208,9 +211,12 @@ class _Gen:
 class _Group:
     """The pending tasks of one generation submitted with one token."""
 
-    __slots__ = ("core", "dead", "gen", "items", "reg", "token", "watch")
+    __slots__ = ("core", "dead", "gen", "items", "lock", "reg", "token", "watch")
 
     def __init__(self, gen: _Gen, token: CancellationToken | None) -> None:
+        # Orders a task finishing against the first thread that observes its
+        # future (see _future.py); held for a few bytecodes at a time.
+        self.lock = allocate_lock()
         self.core = gen.core
         self.gen = gen
         self.token = token
@@ -248,21 +254,35 @@ class _Group:
         """End every pending task: cancelled by ``cause``, or failed with ``error``."""
         items = self.items
         count = 0
-        while True:
-            try:
-                future = items.popitem()[0]
-            except KeyError:
-                break
-            count += 1
-            if error is None:
-                future._cancel_claimed(cause)
-            else:
-                future._st = RUNNING
-                future._fn = None
-                future._args = ()
-                future._kwargs = None
-                future._ctx = None
-                future._finish(_FIN, None, error)
+        observed = []
+        popitem = items.popitem
+        while items:
+            # Unobserved futures are ended in batches under one hold of the
+            # group lock; observed ones (waiters, callbacks) go the long way.
+            with self.lock:
+                for _ in range(_DRAIN_BATCH):
+                    try:
+                        future = popitem()[0]
+                    except KeyError:
+                        break
+                    count += 1
+                    future._fn = None
+                    future._args = ()
+                    future._kwargs = None
+                    future._ctx = None
+                    if error is None and future._sync is None and future._treg is None:
+                        future._cause = cause
+                        future._st = CANCELLED_AND_NOTIFIED
+                        future._sync = _CXL
+                    else:
+                        observed.append(future)
+            for future in observed:
+                if error is None:
+                    future._cancel_claimed(cause)
+                else:
+                    future._st = RUNNING
+                    future._finish(_FIN, None, error)
+            observed.clear()
         core = self.core
         if self.token is not None:
             core.empties.append(self)

@@ -114,6 +114,9 @@ class _FreeCondition:
 
 
 _FREE: Final = _FreeCondition()
+# Orders the creation of standalone futures' tokens (rare; executor futures
+# use their group's lock).
+_STANDALONE_LOCK: Final = threading.Lock()
 
 
 def _notify_all(cond: threading.Condition) -> None:
@@ -171,7 +174,12 @@ class CancellableFuture(Future[_R]):
     def _ensure_sync(self) -> _Sync | _Final:
         sync = self._sync
         if sync is None:
-            sync = vars(self).setdefault("_sync", _Sync())
+            # Only executor futures start without one; their group's lock
+            # orders this against _finish.
+            with self._group.lock:  # type: ignore[union-attr]
+                sync = self._sync
+                if sync is None:
+                    sync = self._sync = _Sync()
         return sync
 
     @property
@@ -214,12 +222,15 @@ class CancellableFuture(Future[_R]):
     def _finish(self, final: _Final, result: Any, exception: BaseException | None) -> None:
         sync = self._sync
         if sync is None:
-            self._result = result
-            self._exception = exception
-            sync = vars(self).setdefault("_sync", final)
-            if sync is final:
-                self._st = final.state
-                return
+            with self._group.lock:  # type: ignore[union-attr]
+                sync = self._sync
+                if sync is None:
+                    # Nobody observes it: no condition, no waiters, no callbacks.
+                    self._result = result
+                    self._exception = exception
+                    self._st = final.state
+                    self._sync = final
+                    return
         if sync.__class__ is _Final:
             raise InvalidStateError(f"{self._state}: {self!r}")
         cond = sync.cond  # type: ignore[union-attr]
@@ -521,9 +532,12 @@ class CancellableFuture(Future[_R]):
         group = self._group
         if group is not None:
             _link(token, group.parents)
-        won: CancellationToken = vars(self).setdefault("_tok", token)
-        if won is not token:
-            return won
+        lock = group.lock if group is not None else _STANDALONE_LOCK
+        with lock:
+            won = self._tok
+            if won is not None:
+                return won
+            self._tok = token
         if group is not None and self._st == PENDING:
             reg = token.register(self._token_cancelled)
             self._treg = reg
