@@ -180,6 +180,7 @@ class TestPendingCancellation:
         with pytest.raises(OperationCancelledError) as raised:
             futures[0].result()
         assert raised.value.reason == "stop"
+        assert futures[5].token.reason == "stop"  # made after the task ended
         gate.set()
         pool.shutdown(wait=True)
         assert ran == []

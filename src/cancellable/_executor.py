@@ -150,14 +150,18 @@ class _Core:
         task never takes the pool's lock. The caller unregisters outside the
         lock (``unregister`` may wait for a callback that takes it).
         """
-        empties, self.empties = self.empties, []
+        empties = self.empties
         stale = []
-        for group in empties:
+        retry = []
+        # Pop in place: workers append concurrently (list.pop and append are
+        # atomic), and no new list is allocated per collection.
+        while empties:
+            group = empties.pop()
             reg = group.reg
             if reg is None:
                 # Its registration is still being made (outside the lock):
                 # look again next time.
-                self.empties.append(group)
+                retry.append(group)
                 continue
             groups = group.gen.groups
             if group.items or groups.get(group.token) is not group:
@@ -165,6 +169,8 @@ class _Core:
             del groups[group.token]
             group.reg = None
             stale.append(reg)
+        if retry:
+            empties.extend(retry)
         return stale
 
     def free_slots(self, count: int) -> None:
@@ -274,6 +280,7 @@ class _Group:
                         future._cause = cause
                         future._st = CANCELLED_AND_NOTIFIED
                         future._sync = _CXL
+                        future._group = None
                     else:
                         observed.append(future)
             for future in observed:
@@ -339,15 +346,13 @@ def _work(
                     return
                 continue
             group = future._group
-            if group.items.pop(future, None) is None:  # type: ignore[union-attr]
+            if group is None or group.items.pop(future, None) is None:
                 continue  # cancelled while pending
-            if group.watch:  # type: ignore[union-attr]
-                group.claimed()  # type: ignore[union-attr]
-            if group.dead or group.gen.dead:  # type: ignore[union-attr]
+            if group.watch:
+                group.claimed()
+            if group.dead or group.gen.dead:
                 # Claimed while a cancel is draining the group: do not start it.
-                future._cancel_claimed(
-                    group.token if group.dead else group.gen.token  # type: ignore[union-attr]
-                )
+                future._cancel_claimed(group.token if group.dead else group.gen.token)
                 continue
             future._st = RUNNING
             reg = future._treg

@@ -178,7 +178,11 @@ class CancellableFuture(Future[_R]):
         if sync is None:
             # Only executor futures start without one; their group's lock
             # orders this against _finish.
-            with self._group.lock:  # type: ignore[union-attr]
+            group = self._group
+            if group is None:
+                # _finish stores the final state before letting the group go.
+                return self._sync  # type: ignore[return-value]
+            with group.lock:
                 sync = self._sync
                 if sync is None:
                     sync = self._sync = _Sync()
@@ -232,6 +236,9 @@ class CancellableFuture(Future[_R]):
                     self._exception = exception
                     self._st = final.state
                     self._sync = final
+                    # Done: let the group, its token and whatever they hold
+                    # go as soon as the pool forgets them.
+                    self._group = None
                     return
         if sync.__class__ is _Final:
             raise InvalidStateError(f"{self._state}: {self!r}")
@@ -253,6 +260,7 @@ class CancellableFuture(Future[_R]):
                 for waiter in sync.waiters:  # type: ignore[union-attr]
                     waiter.add_exception(self)
             cond.notify_all()
+        self._group = None
         callbacks = sync.callbacks  # type: ignore[union-attr]
         if callbacks:
             sync.callbacks = []  # type: ignore[union-attr]
@@ -534,6 +542,10 @@ class CancellableFuture(Future[_R]):
         group = self._group
         if group is not None:
             _link(token, group.parents)
+        elif self._cause is not None:
+            # A task that ended cancelled (its group already let go): its
+            # token is cancelled with the same reason.
+            _link(token, (self._cause,))
         lock = group.lock if group is not None else _STANDALONE_LOCK
         with lock:
             won = self._tok
