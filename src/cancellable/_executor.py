@@ -136,9 +136,12 @@ class _Core:
         can mark a still-running thread as stopped, and then nobody (not even
         the interpreter at exit) waits for it any more.
         """
-        with self.exited:
-            while self.alive:
-                self.exited.wait()
+        if threading.get_ident() not in self.worker_ids:
+            with self.exited:
+                while self.alive:
+                    self.exited.wait()
+        # From one of the pool's own workers this raises the stdlib's
+        # "cannot join current thread", as ThreadPoolExecutor does.
         for thread in threads:
             thread.join()
 
