@@ -315,7 +315,7 @@ class CancellableFuture(Future[_R]):
         group = self._group
         if group is None:
             return self._cancel_standalone()
-        if group.items.pop(self, None) is not None:
+        if group.pop(self, None) is not None:
             self._cancel_claimed(None)
             group.claimed()
             return True
@@ -478,7 +478,7 @@ class CancellableFuture(Future[_R]):
         """
         group = self._group
         if group is not None:
-            if group.items.pop(self, None) is not None:
+            if group.pop(self, None) is not None:
                 self._st = RUNNING
                 group.claimed()
                 return True
@@ -562,7 +562,7 @@ class CancellableFuture(Future[_R]):
 
     def _token_cancelled(self) -> None:
         group = self._group
-        if group is not None and group.items.pop(self, None) is not None:
+        if group is not None and group.pop(self, None) is not None:
             self._cancel_claimed(self._tok)
             group.claimed()
 
