@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 __all__ = ["CancellableFuture"]
 
 _R = TypeVar("_R")
-_new = object.__new__
 
 _DONE_STATES: Final = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
 _CANCELLED_STATES: Final = (CANCELLED, CANCELLED_AND_NOTIFIED)
@@ -577,8 +576,3 @@ class CancellableFuture(Future[_R]):
         if self._tok is None and self._state in _DONE_STATES:
             return
         self.token._cancel_and_log(reason)
-
-
-def _new_future() -> CancellableFuture[Any]:
-    future: CancellableFuture[Any] = _new(CancellableFuture)
-    return future
