@@ -14,6 +14,7 @@ are the stdlib functions themselves.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import os
 import time
 import weakref
 from _thread import allocate_lock
@@ -69,6 +70,15 @@ _registry_lock = allocate_lock()
 _watches: weakref.WeakKeyDictionary[cf.Future[Any], _Watch] = weakref.WeakKeyDictionary()
 # Futures that cannot be weakly referenced, until they are done.
 _strong: dict[int, tuple[cf.Future[Any], _Watch]] = {}
+
+
+def _after_fork_in_child() -> None:
+    # Another thread may have held the registry lock at the fork.
+    _registry_lock._at_fork_reinit()  # type: ignore[attr-defined]
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _watch(future: cf.Future[Any]) -> _Watch:

@@ -22,6 +22,7 @@ cancelled raises up front, even when the call could complete.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from _thread import LockType, allocate_lock
@@ -804,6 +805,16 @@ def join(
     if ended.wait(timeout, token=token):
         thread.join()
 
+
+def _after_fork_in_child() -> None:
+    # Another thread may have held the lock at the fork; no thread of the
+    # parent runs here, so no watch is left to finish either.
+    _join_lock._at_fork_reinit()  # type: ignore[attr-defined]
+    _join_watches.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 for _fn in (sleep, join):
     _fn.__module__ = "cancellable"
