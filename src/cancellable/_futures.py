@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures._base import DoneAndNotDoneFutures
 from typing import Any, TypeVar, final
 
-from ._primitives import _starts_cancelled, _timeout_arg, _Waiter
+from ._primitives import _check_wait, _starts_cancelled, _timeout_arg, _Waiter
 from ._token import _NONE, CancellationToken, _ambient, current_token
 
 __all__ = ["as_completed", "result", "wait"]
@@ -160,6 +160,7 @@ def wait(
             "return_when must be FIRST_COMPLETED, FIRST_EXCEPTION or ALL_COMPLETED, "
             f"got {return_when!r}"
         )
+    _check_wait(timeout, token)
     if _starts_cancelled(token, timeout):
         token._raise_cancelled()  # type: ignore[union-attr]
     futures = set(fs)
@@ -225,6 +226,7 @@ def as_completed(
             still pending (or an explicit token already was, at the start).
         TimeoutError: The timeout passed with futures still pending.
     """
+    _check_wait(timeout, token)
     if _starts_cancelled(token, timeout):
         token._raise_cancelled()  # type: ignore[union-attr]
     if (token is None and _ambient.get() is _NONE) or (token is not None and token._lock is None):
@@ -294,8 +296,14 @@ def result(
         concurrent.futures.CancelledError: The future itself was cancelled.
         Exception: Whatever the future's call raised.
     """
-    if _starts_cancelled(token, timeout):
-        token._raise_cancelled()  # type: ignore[union-attr]
+    if not isinstance(future, cf.Future):
+        raise TypeError(
+            f"future must be a concurrent.futures.Future, got {type(future).__name__!r}"
+        )
+    if timeout is not None or token is not None:
+        _check_wait(timeout, token)
+        if _starts_cancelled(token, timeout):
+            token._raise_cancelled()  # type: ignore[union-attr]
     if future.done() or (timeout is not None and timeout <= 0):
         return future.result(timeout)
     if token is None:
