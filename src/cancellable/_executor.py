@@ -69,6 +69,7 @@ _exiting = False
 _exit_wait_hooks: list[Callable[[str], object]] = []
 
 
+_NO_KWARGS: Final[dict[str, Any]] = {}
 # Pending tasks a drain ends per hold of their group's lock.
 _DRAIN_BATCH: Final = 512
 # Emptied groups are forgotten in batches of at least this many.
@@ -136,9 +137,12 @@ class _Core:
         can mark a still-running thread as stopped, and then nobody (not even
         the interpreter at exit) waits for it any more.
         """
-        with self.exited:
-            while self.alive:
-                self.exited.wait()
+        if threading.get_ident() not in self.worker_ids:
+            with self.exited:
+                while self.alive:
+                    self.exited.wait()
+        # From one of the pool's own workers this raises the stdlib's
+        # "cannot join current thread", as ThreadPoolExecutor does.
         for thread in threads:
             thread.join()
 
@@ -150,21 +154,27 @@ class _Core:
         task never takes the pool's lock. The caller unregisters outside the
         lock (``unregister`` may wait for a callback that takes it).
         """
-        empties, self.empties = self.empties, []
+        empties = self.empties
         stale = []
-        for group in empties:
+        retry = []
+        # Pop in place: workers append concurrently (list.pop and append are
+        # atomic), and no new list is allocated per collection.
+        while empties:
+            group = empties.pop()
             reg = group.reg
             if reg is None:
                 # Its registration is still being made (outside the lock):
                 # look again next time.
-                self.empties.append(group)
+                retry.append(group)
                 continue
             groups = group.gen.groups
-            if group.items or groups.get(group.token) is not group:
+            if group or groups.get(group.token) is not group:
                 continue
             del groups[group.token]
             group.reg = None
             stale.append(reg)
+        if retry:
+            empties.extend(retry)
         return stale
 
     def free_slots(self, count: int) -> None:
@@ -208,10 +218,15 @@ class _Gen:
             group.drain(self.token, None)
 
 
-class _Group:
-    """The pending tasks of one generation submitted with one token."""
+class _Group(dict["CancellableFuture[Any]", bool]):
+    """The pending tasks of one generation submitted with one token.
 
-    __slots__ = ("core", "dead", "gen", "items", "lock", "reg", "token", "watch")
+    The group is itself the dict of its pending tasks (used as an ordered
+    set): one object less per submit token for the allocator and the
+    garbage collector.
+    """
+
+    __slots__ = ("core", "dead", "gen", "lock", "reg", "token", "watch")
 
     def __init__(self, gen: _Gen, token: CancellationToken | None) -> None:
         # Orders a task finishing against the first thread that observes its
@@ -221,7 +236,6 @@ class _Group:
         self.gen = gen
         self.token = token
         self.dead = False
-        self.items: dict[CancellableFuture[Any], bool] = {}
         self.reg: CancellationTokenRegistration | None = None
         # Whether a claim needs bookkeeping beyond the pop itself.
         self.watch = token is not None or self.core.bounded
@@ -240,7 +254,7 @@ class _Group:
     def claimed(self) -> None:
         """Bookkeeping after one task left ``items`` (started or cancelled)."""
         core = self.core
-        if self.token is not None and not self.items:
+        if self.token is not None and not self:
             core.empties.append(self)
         if core.bounded:
             core.free_slots(1)
@@ -252,7 +266,7 @@ class _Group:
 
     def drain(self, cause: CancellationToken | None, error: BaseException | None) -> None:
         """End every pending task: cancelled by ``cause``, or failed with ``error``."""
-        items = self.items
+        items = self
         count = 0
         observed = []
         popitem = items.popitem
@@ -274,6 +288,7 @@ class _Group:
                         future._cause = cause
                         future._st = CANCELLED_AND_NOTIFIED
                         future._sync = _CXL
+                        future._group = None
                     else:
                         observed.append(future)
             for future in observed:
@@ -339,15 +354,13 @@ def _work(
                     return
                 continue
             group = future._group
-            if group.items.pop(future, None) is None:  # type: ignore[union-attr]
+            if group is None or group.pop(future, None) is None:
                 continue  # cancelled while pending
-            if group.watch:  # type: ignore[union-attr]
-                group.claimed()  # type: ignore[union-attr]
-            if group.dead or group.gen.dead:  # type: ignore[union-attr]
+            if group.watch:
+                group.claimed()
+            if group.dead or group.gen.dead:
                 # Claimed while a cancel is draining the group: do not start it.
-                future._cancel_claimed(
-                    group.token if group.dead else group.gen.token  # type: ignore[union-attr]
-                )
+                future._cancel_claimed(group.token if group.dead else group.gen.token)
                 continue
             future._st = RUNNING
             reg = future._treg
@@ -565,7 +578,9 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         future: CancellableFuture[_R] = _new(CancellableFuture)
         future._fn = fn
         future._args = args
-        future._kwargs = kwargs
+        # Share one empty dict rather than keep the call's own alive until the
+        # task runs (``**`` copies it for the callee anyway).
+        future._kwargs = kwargs or _NO_KWARGS
         future._ctx = copy_context()
         cause = None
         new_group = None
@@ -593,7 +608,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
                 elif group.dead or (tok is not None and tok._cancelled):
                     cause = tok
                 else:
-                    group.items[future] = True
+                    group[future] = True
                     core.queue.put(future)
                     if not core.full:
                         self._adjust_thread_count()

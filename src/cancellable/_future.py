@@ -8,14 +8,16 @@ or installs a waiter through the stdlib's `wait`/`as_completed`.
 
 Who may change the state of an executor task is decided by one atomic
 ``dict.pop`` of the future from its group's pending dict: the worker that wins
-runs it, a canceller that wins cancels it. The finishing step races only with
-the creation of `_Sync`, and both go through one atomic ``dict.setdefault`` of
-the ``_sync`` key in the future's ``__dict__``: either the finisher stores a
-final marker first (then nobody can ever wait, the state is final), or the
-waiter stores a `_Sync` first (then the finisher takes its lock, exactly as the
-stdlib does). The stdlib's `wait`/`as_completed` read ``_condition``,
-``_waiters`` and ``_state``; they are properties here that respect that
-protocol.
+runs it, a canceller that wins cancels it. The finishing step then races only
+with the first thread that observes the future (creating its `_Sync`); both
+take the group's lock for a few bytecodes, so either the finisher stores a
+final marker first (nobody can ever wait: the state is final) or the observer
+stores a `_Sync` first (the finisher then takes its condition, exactly as the
+stdlib does). A lock rather than an atomic ``dict.setdefault`` on the
+future's ``__dict__``: that would materialise a dict per task, and the extra
+GC-tracked allocation cost more than the whole lock hold. The stdlib's
+`wait`/`as_completed` read ``_condition``, ``_waiters`` and ``_state``; they
+are properties here that respect that protocol.
 """
 
 from __future__ import annotations
@@ -43,7 +45,6 @@ if TYPE_CHECKING:
 __all__ = ["CancellableFuture"]
 
 _R = TypeVar("_R")
-_new = object.__new__
 
 _DONE_STATES: Final = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
 _CANCELLED_STATES: Final = (CANCELLED, CANCELLED_AND_NOTIFIED)
@@ -176,7 +177,11 @@ class CancellableFuture(Future[_R]):
         if sync is None:
             # Only executor futures start without one; their group's lock
             # orders this against _finish.
-            with self._group.lock:  # type: ignore[union-attr]
+            group = self._group
+            if group is None:
+                # _finish stores the final state before letting the group go.
+                return self._sync  # type: ignore[return-value]
+            with group.lock:
                 sync = self._sync
                 if sync is None:
                     sync = self._sync = _Sync()
@@ -230,6 +235,9 @@ class CancellableFuture(Future[_R]):
                     self._exception = exception
                     self._st = final.state
                     self._sync = final
+                    # Done: let the group, its token and whatever they hold
+                    # go as soon as the pool forgets them.
+                    self._group = None
                     return
         if sync.__class__ is _Final:
             raise InvalidStateError(f"{self._state}: {self!r}")
@@ -251,6 +259,7 @@ class CancellableFuture(Future[_R]):
                 for waiter in sync.waiters:  # type: ignore[union-attr]
                     waiter.add_exception(self)
             cond.notify_all()
+        self._group = None
         callbacks = sync.callbacks  # type: ignore[union-attr]
         if callbacks:
             sync.callbacks = []  # type: ignore[union-attr]
@@ -305,7 +314,7 @@ class CancellableFuture(Future[_R]):
         group = self._group
         if group is None:
             return self._cancel_standalone()
-        if group.items.pop(self, None) is not None:
+        if group.pop(self, None) is not None:
             self._cancel_claimed(None)
             group.claimed()
             return True
@@ -468,7 +477,7 @@ class CancellableFuture(Future[_R]):
         """
         group = self._group
         if group is not None:
-            if group.items.pop(self, None) is not None:
+            if group.pop(self, None) is not None:
                 self._st = RUNNING
                 group.claimed()
                 return True
@@ -532,6 +541,10 @@ class CancellableFuture(Future[_R]):
         group = self._group
         if group is not None:
             _link(token, group.parents)
+        elif self._cause is not None:
+            # A task that ended cancelled (its group already let go): its
+            # token is cancelled with the same reason.
+            _link(token, (self._cause,))
         lock = group.lock if group is not None else _STANDALONE_LOCK
         with lock:
             won = self._tok
@@ -548,7 +561,7 @@ class CancellableFuture(Future[_R]):
 
     def _token_cancelled(self) -> None:
         group = self._group
-        if group is not None and group.items.pop(self, None) is not None:
+        if group is not None and group.pop(self, None) is not None:
             self._cancel_claimed(self._tok)
             group.claimed()
 
@@ -563,8 +576,3 @@ class CancellableFuture(Future[_R]):
         if self._tok is None and self._state in _DONE_STATES:
             return
         self.token._cancel_and_log(reason)
-
-
-def _new_future() -> CancellableFuture[Any]:
-    future: CancellableFuture[Any] = _new(CancellableFuture)
-    return future
