@@ -435,15 +435,7 @@ class TestReentrantCalls:
             assert future.result(timeout=WAIT) == 27
         assert answers == [False, None, 27]
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason=(
-            "shutdown(wait=True) called from one of the pool's own tasks waits for that "
-            "task's worker to exit, forever; the stdlib raises RuntimeError('cannot join "
-            "current thread')"
-        ),
-    )
-    def test_shutdown_wait_from_inside_a_task_does_not_deadlock(self) -> None:
+    def test_shutdown_wait_from_inside_a_task_raises_as_the_stdlib(self) -> None:
         pool = CancellableThreadPoolExecutor(1)
 
         def task() -> str:
@@ -454,16 +446,6 @@ class TestReentrantCalls:
             return "returned"
 
         future = pool.submit(task)
-        try:
-            assert future.result(timeout=2) in ("returned", "cannot join current thread")
-        finally:
-            # Release the stuck worker so the interpreter can exit.
-            core = pool._core
-            with core.exited:
-                core.alive = 0
-                core.exited.notify_all()
-            future.exception(timeout=WAIT)
-            for thread in list(pool._threads):
-                thread.join(WAIT)
-            with core.exited:
-                core.alive = 0
+        assert future.result(timeout=WAIT) == "cannot join current thread"
+        pool.shutdown()
+        assert not any(thread.is_alive() for thread in pool._threads)
