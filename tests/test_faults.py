@@ -412,14 +412,6 @@ class TestDoneCallbackFailures:
         assert len(_errors_in(caplog, "concurrent.futures")) == 10
         gate.set()
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason=(
-            "_Group.drain (_executor.py) finishes the observed futures it popped in a plain "
-            "loop: a BaseException from one future's done-callback leaves every later "
-            "popped future pending forever"
-        ),
-    )
     def test_base_exception_in_a_done_callback_during_a_drain_loses_no_future(
         self, pool: CancellableThreadPoolExecutor
     ) -> None:

@@ -186,9 +186,12 @@ class _Core:
         with self.lock:
             self.broken = "A thread initializer failed, the thread pool is not usable anymore"
             groups = list(self.gen.groups.values())
+        errors: list[BaseException] = []
         for group in groups:
-            group.drain(None, BrokenThreadPool(self.broken))
+            group.drain(None, BrokenThreadPool(self.broken), errors)
         self.wake_blocked_submitters()
+        if errors:
+            _raise_errors(errors)
 
     def wake_blocked_submitters(self) -> None:
         if self.bounded:
@@ -214,8 +217,11 @@ class _Gen:
         with self.core.lock:
             self.dead = True
             groups = list(self.groups.values())
+        errors: list[BaseException] = []
         for group in groups:
-            group.drain(self.token, None)
+            group.drain(self.token, None, errors)
+        if errors:
+            _raise_errors(errors)
 
 
 class _Group(dict["CancellableFuture[Any]", bool]):
@@ -262,10 +268,24 @@ class _Group(dict["CancellableFuture[Any]", bool]):
     def token_cancelled(self) -> None:
         with self.core.lock:
             self.dead = True
-        self.drain(self.token, None)
+        errors: list[BaseException] = []
+        self.drain(self.token, None, errors)
+        if errors:
+            _raise_errors(errors)
 
-    def drain(self, cause: CancellationToken | None, error: BaseException | None) -> None:
-        """End every pending task: cancelled by ``cause``, or failed with ``error``."""
+    def drain(
+        self,
+        cause: CancellationToken | None,
+        error: BaseException | None,
+        errors: list[BaseException],
+    ) -> None:
+        """End every pending task: cancelled by ``cause``, or failed with ``error``.
+
+        What a done-callback raises past the ``concurrent.futures`` logger (a
+        `BaseException` such as KeyboardInterrupt) is appended to ``errors``
+        for the caller to raise once every task of the group has ended: a
+        popped task is owned by this drain and nobody else can end it.
+        """
         items = self
         count = 0
         observed = []
@@ -292,17 +312,31 @@ class _Group(dict["CancellableFuture[Any]", bool]):
                     else:
                         observed.append(future)
             for future in observed:
-                if error is None:
-                    future._cancel_claimed(cause)
-                else:
-                    future._st = RUNNING
-                    future._finish(_FIN, None, error)
+                try:
+                    if error is None:
+                        future._cancel_claimed(cause)
+                    else:
+                        future._st = RUNNING
+                        future._finish(_FIN, None, error)
+                except BaseException as raised:  # the caller raises it once all have ended
+                    errors.append(raised)
             observed.clear()
         core = self.core
         if self.token is not None:
             core.empties.append(self)
         if count and core.bounded:
             core.free_slots(count)
+
+
+def _raise_errors(errors: list[BaseException]) -> None:
+    """Raise what done-callbacks raised during a drain: the error itself if
+    there was one, else all of them as one group."""
+    try:
+        if len(errors) == 1:
+            raise errors[0]
+        raise BaseExceptionGroup("errors in done-callbacks of cancelled tasks", errors)
+    finally:
+        errors.clear()  # no cycle through the traceback's frames
 
 
 def _run_task(
