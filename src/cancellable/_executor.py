@@ -438,6 +438,10 @@ def _worker(
     try:
         _work(core, executor_ref, initializer, initargs)
     finally:
+        # The system reuses a dead thread's id for new threads: one that is
+        # not a worker must not pass for one (shutdown would not wait, a
+        # bounded submit would not block).
+        core.worker_ids.discard(threading.get_ident())
         with core.exited:
             core.alive -= 1
             core.exited.notify_all()
