@@ -95,6 +95,7 @@ class _Core:
         "full",
         "gen",
         "idle",
+        "launching",
         "lock",
         "max_pending",
         "pending",
@@ -128,6 +129,10 @@ class _Core:
         # notify on their way out.
         self.alive = 0
         self.exited = threading.Condition(threading.Lock())
+        # Threads being started, each already counted in ``alive``. The
+        # thread and its starter each pop it (an atomic dict.pop); whichever
+        # gets None knows the other one has settled the count.
+        self.launching: dict[threading.Thread, bool] = {}
 
     def wait_for_workers(self, threads: list[threading.Thread]) -> None:
         """Block until every worker has finished, then join them.
@@ -435,6 +440,17 @@ def _worker(
     initializer: Callable[..., object] | None,
     initargs: tuple[Any, ...],
 ) -> None:
+    this = threading.current_thread()
+    if core.launching.pop(this, None) is None:
+        # Thread.start() raised (a Ctrl-C while it waited for this thread to
+        # signal) and its caller took this worker's count back, not knowing
+        # the thread was launched: count it again, or its exit below would
+        # leave ``alive`` at -1.
+        with core.exited:
+            core.alive += 1
+        with core.lock:
+            core.threads.add(this)
+    del this
     try:
         _work(core, executor_ref, initializer, initargs)
     finally:
@@ -719,11 +735,21 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             )
             with core.exited:
                 core.alive += 1
+            core.launching[thread] = True
             try:
                 thread.start()
             except BaseException:
-                with core.exited:
-                    core.alive -= 1
+                # The thread may or may not have been launched (a Ctrl-C can
+                # land once it runs, while start() waits for its signal).
+                if core.launching.pop(thread, None) is None:
+                    # It already runs, and counted: it is a worker.
+                    core.threads.add(thread)
+                else:
+                    # Not running yet, perhaps never: take the count back (a
+                    # thread that does run after all counts itself again).
+                    with core.exited:
+                        core.alive -= 1
+                        core.exited.notify_all()
                 raise
             core.threads.add(thread)
             if num_threads + 1 >= self._max_workers:
@@ -1049,6 +1075,7 @@ def _after_fork_in_child() -> None:
         core.worker_ids.clear()
         core.exited = threading.Condition(threading.Lock())
         core.alive = 0
+        core.launching.clear()
 
 
 if hasattr(os, "register_at_fork"):
