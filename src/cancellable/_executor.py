@@ -42,6 +42,7 @@ from typing import Any, Final, Literal, ParamSpec, TypeVar, final, overload
 
 from ._errors import OperationCancelledError
 from ._future import _CXL, _FIN, CancellableFuture
+from ._primitives import _check_timeout
 from ._token import (
     CancellationToken,
     CancellationTokenRegistration,
@@ -490,7 +491,8 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
     Raises:
         ValueError: ``max_workers`` or ``max_pending`` is not greater than 0.
         TypeError: ``initializer`` is not callable, ``token`` is not a
-            `CancellationToken`, or ``max_pending`` is not an integer.
+            `CancellationToken`, or ``max_workers`` or ``max_pending`` is not
+            an integer.
     """
 
     __module__ = "cancellable"
@@ -507,6 +509,10 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
     ) -> None:
         if max_workers is None:
             max_workers = min(32, (os.cpu_count() or 1) + 4)
+        elif isinstance(max_workers, bool) or not isinstance(max_workers, int):
+            raise TypeError(
+                f"max_workers must be an integer or None, got {type(max_workers).__name__!r}"
+            )
         if max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
         if initializer is not None and not callable(initializer):
@@ -766,8 +772,6 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         Raises:
             TypeError: ``token`` is not a `CancellationToken`.
         """
-        if token.__class__ is not CancellationToken:
-            raise TypeError(f"token must be a CancellationToken, got {type(token).__name__!r}")
         return TokenBoundExecutor(self, token)
 
     @overload
@@ -835,8 +839,9 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             token: Cancels the calls; None means the ambient token.
 
         Raises:
-            TypeError: ``buffersize`` is not an integer.
-            ValueError: ``buffersize`` is less than 1.
+            TypeError: ``buffersize`` is not an integer, ``timeout`` is not a
+                number or ``token`` is not a `CancellationToken`.
+            ValueError: ``buffersize`` is less than 1, or ``timeout`` is NaN.
             TimeoutError: (while iterating) a result was not ready in time.
             OperationCancelledError: (while iterating) ``token`` was cancelled
                 before the next result could be delivered.
@@ -850,7 +855,11 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             raise TypeError(
                 f"token must be a CancellationToken or None, got {type(token).__name__!r}"
             )
-        deadline = None if timeout is None else timeout + time.monotonic()
+        if timeout is None:
+            deadline = None
+        else:
+            _check_timeout(timeout)
+            deadline = timeout + time.monotonic()
         parent = token if token is not None else _current_token_or_none()
         if parent is not None and parent._lock is None:
             parent = None
@@ -931,6 +940,18 @@ class TokenBoundExecutor:
     __module__ = "cancellable"
 
     def __init__(self, executor: CancellableThreadPoolExecutor, token: CancellationToken) -> None:
+        """Bind ``token`` to ``executor`` (``executor.with_token(token)`` is the usual spelling).
+
+        Raises:
+            TypeError: ``executor`` is not a `CancellableThreadPoolExecutor`,
+                or ``token`` is not a `CancellationToken`.
+        """
+        if not isinstance(executor, CancellableThreadPoolExecutor):
+            raise TypeError(
+                f"executor must be a CancellableThreadPoolExecutor, got {type(executor).__name__!r}"
+            )
+        if token.__class__ is not CancellationToken:
+            raise TypeError(f"token must be a CancellationToken, got {type(token).__name__!r}")
         self._executor = executor
         self._token = token
 
