@@ -167,14 +167,16 @@ class _Core:
         # atomic), and no new list is allocated per collection.
         while empties:
             group = empties.pop()
+            groups = group.gen.groups
+            if group or groups.get(group.token) is not group:
+                # In use again (noted anew when it empties), or forgotten
+                # already: a group can be noted empty more than once.
+                continue
             reg = group.reg
             if reg is None:
                 # Its registration is still being made (outside the lock):
                 # look again next time.
                 retry.append(group)
-                continue
-            groups = group.gen.groups
-            if group or groups.get(group.token) is not group:
                 continue
             del groups[group.token]
             group.reg = None
