@@ -412,14 +412,6 @@ class TestDoneCallbackFailures:
         assert len(_errors_in(caplog, "concurrent.futures")) == 10
         gate.set()
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason=(
-            "_Group.drain (_executor.py) finishes the observed futures it popped in a plain "
-            "loop: a BaseException from one future's done-callback leaves every later "
-            "popped future pending forever"
-        ),
-    )
     def test_base_exception_in_a_done_callback_during_a_drain_loses_no_future(
         self, pool: CancellableThreadPoolExecutor
     ) -> None:
@@ -439,16 +431,6 @@ class TestDoneCallbackFailures:
 
 
 class TestInterruptedSubmit:
-    @pytest.mark.xfail(
-        strict=True,
-        reason=(
-            "_adjust_thread_count (_executor.py) undoes its count of live workers when "
-            "Thread.start() raises, but a KeyboardInterrupt raised while start() waits for "
-            "the new thread to signal comes after the thread was launched; that worker "
-            "decrements the count again when it exits, the count ends at -1, and "
-            "shutdown(wait=True) (so a `with` block's exit) waits forever"
-        ),
-    )
     def test_ctrl_c_inside_thread_start_leaves_shutdown_working(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:

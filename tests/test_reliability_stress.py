@@ -222,17 +222,6 @@ def test_a_round_of_the_load_retains_no_memory() -> None:
     assert after - before <= MEMORY_BUDGET, f"the round left {after - before} bytes behind"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "_Core.collect_empties (_executor.py) puts back every entry whose group has "
-        "reg None, taking it for a group whose registration is still being made; but a "
-        "group noted empty twice before a collection is forgotten at its first entry "
-        "(which sets reg to None), so its second entry is put back at every collection: "
-        "`empties` grows by about one group per submit token ever used, and every submit "
-        "with a token rescans it under the pool lock (200,000 tasks: 42 s instead of 5 s)"
-    ),
-)
 def test_a_long_lived_pool_forgets_the_submit_tokens_it_no_longer_needs() -> None:
     with CancellableThreadPoolExecutor(1) as pool:
 

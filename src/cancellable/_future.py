@@ -37,6 +37,7 @@ from concurrent.futures._base import (
 from contextvars import Context
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+from ._primitives import _check_timeout
 from ._token import CancellationToken, CancellationTokenRegistration, _link, _new_token
 
 if TYPE_CHECKING:
@@ -380,6 +381,9 @@ class CancellableFuture(Future[_R]):
                 this is an `OperationCancelledError` carrying that token and its
                 reason.
             TimeoutError: The task was not done within ``timeout``.
+            TypeError: ``timeout`` is not a number (checked only if the task
+                is not done yet).
+            ValueError: ``timeout`` is NaN (likewise).
             Exception: Whatever the task raised.
         """
         if self._st == FINISHED:
@@ -397,6 +401,9 @@ class CancellableFuture(Future[_R]):
         Raises:
             CancelledError: The task was cancelled.
             TimeoutError: The task was not done within ``timeout``.
+            TypeError: ``timeout`` is not a number (checked only if the task
+                is not done yet).
+            ValueError: ``timeout`` is NaN (likewise).
         """
         state = self._wait(timeout)
         if state == FINISHED:
@@ -409,6 +416,9 @@ class CancellableFuture(Future[_R]):
         state = self._state
         if state in _DONE_STATES and state != CANCELLED:
             return state
+        if timeout is not None:
+            # Only here, on the way to blocking: a done future answers at once.
+            _check_timeout(timeout)
         sync = self._ensure_sync()
         if sync.__class__ is _Final:
             return sync.state

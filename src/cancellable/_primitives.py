@@ -200,6 +200,47 @@ class _WaitableLock:
         self._mutex = allocate_lock()
         self._waiters = deque()
 
+    def acquire(
+        self, blocking: bool = True, timeout: float = -1, *, token: CancellationToken | None = None
+    ) -> bool:
+        """Acquire the lock, blocking until it is free unless ``blocking`` is False.
+
+        An `RLock` that this thread holds is re-entered at once.
+
+        Args:
+            blocking: False to return at once instead of blocking.
+            timeout: Seconds to block at most; -1 waits without limit.
+            token: Cancels the wait; None means `current_token()`, read only
+                when the call has to block.
+
+        Returns:
+            True if the lock was acquired, False if not (non-blocking or timeout).
+
+        Raises:
+            OperationCancelledError: The token was cancelled before the lock
+                was acquired; the lock is not held (or, for an `RLock`, not
+                one more time).
+            ValueError: A timeout with ``blocking=False``, or a negative one.
+            OverflowError: ``timeout`` exceeds `threading.TIMEOUT_MAX`.
+        """
+        if timeout != -1:
+            _check_timeout(timeout)
+            _check_lock_args(blocking, timeout)
+            if timeout == 0:
+                blocking = False
+        if token is not None:
+            if token.__class__ is not CancellationToken:
+                _check_token(token)
+            if blocking and token._cancelled:
+                token._raise_cancelled()
+        if self._block.acquire(False):
+            return True
+        if not blocking:
+            return False
+        return self._wait_free(timeout, token)
+
+    __enter__ = acquire
+
     def _wait_free(self, timeout: float, token: CancellationToken | None) -> bool:
         """Block until the C lock is ours, the timeout passes or the token is cancelled."""
         if token is None:
@@ -263,44 +304,6 @@ class Lock(_WaitableLock):
     __slots__ = ()
     __module__ = "cancellable"
 
-    def acquire(
-        self, blocking: bool = True, timeout: float = -1, *, token: CancellationToken | None = None
-    ) -> bool:
-        """Acquire the lock, blocking until it is free unless ``blocking`` is False.
-
-        Args:
-            blocking: False to return at once instead of blocking.
-            timeout: Seconds to block at most; -1 waits without limit.
-            token: Cancels the wait; None means `current_token()`, read only
-                when the call has to block.
-
-        Returns:
-            True if the lock was acquired, False if not (non-blocking or timeout).
-
-        Raises:
-            OperationCancelledError: The token was cancelled before the lock
-                was acquired; the lock is not held.
-            ValueError: A timeout with ``blocking=False``, or a negative one.
-            OverflowError: ``timeout`` exceeds `threading.TIMEOUT_MAX`.
-        """
-        if timeout != -1:
-            _check_timeout(timeout)
-            _check_lock_args(blocking, timeout)
-            if timeout == 0:
-                blocking = False
-        if token is not None:
-            if token.__class__ is not CancellationToken:
-                _check_token(token)
-            if blocking and token._cancelled:
-                token._raise_cancelled()
-        if self._block.acquire(False):
-            return True
-        if not blocking:
-            return False
-        return self._wait_free(timeout, token)
-
-    __enter__ = acquire
-
     def release(self) -> None:
         """Release the lock; any thread may. Never blocks.
 
@@ -360,44 +363,6 @@ class RLock(_WaitableLock):
     def __init__(self) -> None:
         super().__init__()
         self._block = _CRLock()
-
-    def acquire(
-        self, blocking: bool = True, timeout: float = -1, *, token: CancellationToken | None = None
-    ) -> bool:
-        """Acquire the lock, or re-enter it if this thread holds it.
-
-        Args:
-            blocking: False to return at once instead of blocking.
-            timeout: Seconds to block at most; -1 waits without limit.
-            token: Cancels the wait; None means `current_token()`, read only
-                when the call has to block.
-
-        Returns:
-            True if the lock was acquired, False if not (non-blocking or timeout).
-
-        Raises:
-            OperationCancelledError: The token was cancelled before the lock
-                was acquired; the lock is not held (one more time).
-            ValueError: A timeout with ``blocking=False``, or a negative one.
-            OverflowError: ``timeout`` exceeds `threading.TIMEOUT_MAX`.
-        """
-        if timeout != -1:
-            _check_timeout(timeout)
-            _check_lock_args(blocking, timeout)
-            if timeout == 0:
-                blocking = False
-        if token is not None:
-            if token.__class__ is not CancellationToken:
-                _check_token(token)
-            if blocking and token._cancelled:
-                token._raise_cancelled()
-        if self._block.acquire(False):
-            return True
-        if not blocking:
-            return False
-        return self._wait_free(timeout, token)
-
-    __enter__ = acquire
 
     def release(self) -> None:
         """Release the lock once; the last release frees it. Never blocks.
