@@ -437,8 +437,12 @@ class TestInterruptedSubmit:
         launch = threading.Thread.start
         launched: list[threading.Thread] = []
 
+        me = threading.get_ident()
+
         def start_then_interrupt(thread: threading.Thread) -> None:
             launch(thread)  # the thread runs...
+            if threading.get_ident() != me:
+                return  # another test's leftover thread: leave it alone
             launched.append(thread)
             raise KeyboardInterrupt  # ...and Ctrl-C lands before start() returns
 
@@ -448,12 +452,16 @@ class TestInterruptedSubmit:
         with pytest.raises(KeyboardInterrupt):
             ex.submit(gate.wait, WAIT)
         monkeypatch.undo()
+        # Start the closing thread while the worker lives, so that it cannot
+        # reuse the worker's thread id (the pool treats its workers' ids alike).
+        go = threading.Event()
+        closer = threading.Thread(target=lambda: (go.wait(), ex.shutdown()), daemon=True)
+        closer.start()
         ex.shutdown(wait=False)
         gate.set()
         launched[0].join(WAIT)  # the worker ran the task and exited
         assert not launched[0].is_alive()
-        closer = threading.Thread(target=ex.shutdown, daemon=True)
-        closer.start()
+        go.set()
         closer.join(2)  # nothing is left to wait for: a correct shutdown returns at once
         try:
             assert not closer.is_alive(), "shutdown(wait=True) hung"

@@ -7,7 +7,7 @@ exactly once, no pending task ran, completed + cancelled + failed is the
 number submitted, and no worker thread remains. A smaller round of the same
 load under `tracemalloc` leaves nothing allocated behind.
 
-The default sizes suit CI (100,000 tasks, then 30,000 traced);
+The default sizes suit CI (250,000 tasks, then 50,000 traced);
 ``CANCELLABLE_STRESS_FULL=1`` runs 1,000,000, then 200,000 traced.
 """
 
@@ -31,8 +31,8 @@ from cancellable import (
 )
 
 FULL = os.environ.get("CANCELLABLE_STRESS_FULL") == "1"
-TASKS = 1_000_000 if FULL else 100_000
-TRACED_TASKS = 200_000 if FULL else 30_000  # tracing makes each task several times slower
+TASKS = 1_000_000 if FULL else 250_000
+TRACED_TASKS = 200_000 if FULL else 50_000  # tracing makes each task several times slower
 SUBMITTERS = 4
 CANCELLERS = 2
 WORKERS = 8
