@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
 
 import pytest
+
+from _childproc import interrupt_when_blocked
 
 HANG_GUARD = 20  # seconds; generous, only there so a regression cannot hang CI
 
@@ -108,7 +109,7 @@ def test_ctrl_c_in_with_block_cancels_backlog() -> None:
         """
     )
     _wait_for_line(proc, "started", "started", "ready")
-    proc.send_signal(signal.SIGINT)
+    interrupt_when_blocked(proc)
     out, err = _rest(proc)
     assert out.split("\n").count("stopped") == 2, (out, err)
     assert "cancelled 100" in out
@@ -139,7 +140,7 @@ def test_first_ctrl_c_at_exit_cancels_cooperative_tasks() -> None:
         )
     )
     _wait_for_line(proc, "started", "started", "waiting")
-    proc.send_signal(signal.SIGINT)
+    interrupt_when_blocked(proc)
     out, err = _rest(proc)
     assert out.split("\n").count("stopped") == 2, (out, err)
     assert "backlog" not in out
@@ -155,9 +156,9 @@ def test_second_ctrl_c_at_exit_stops_waiting() -> None:
         )
     )
     _wait_for_line(proc, "waiting")
-    proc.send_signal(signal.SIGINT)
+    interrupt_when_blocked(proc)
     _wait_for_line(proc, "cancelled")
-    proc.send_signal(signal.SIGINT)
+    interrupt_when_blocked(proc)
     _rest(proc)
     assert proc.returncode is not None
 

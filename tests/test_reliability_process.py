@@ -10,13 +10,13 @@ from lines the child writes, never by sleeping.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
+
+from _childproc import interrupt_when_blocked
 
 HANG_GUARD = 10  # seconds; a child still running then has hung
 
@@ -55,27 +55,6 @@ def _wait_for(proc: subprocess.Popen[str], *expected: str) -> list[str]:
     proc.wait(timeout=HANG_GUARD)
     assert proc.stderr is not None
     raise AssertionError(f"child ended before printing {missing!r}: {seen!r} {proc.stderr.read()}")
-
-
-def _interrupt_when_blocked(proc: subprocess.Popen[str]) -> None:
-    """Send SIGINT once the child's main thread sleeps in the kernel.
-
-    A signal that arrives after the main thread last checked for signals but
-    before it blocks on a lock interrupts nothing: CPython runs the handler
-    only when something else wakes that thread. Readiness lines are written
-    just before the main thread blocks, so wait until it really is blocked.
-    This polls, as nothing else shows a thread's kernel state (Linux only;
-    elsewhere the signal is sent at once).
-    """
-    stat = f"/proc/{proc.pid}/task/{proc.pid}/stat"
-    deadline = time.monotonic() + HANG_GUARD
-    asleep = 0
-    while os.path.exists(stat) and asleep < 3 and time.monotonic() < deadline:
-        with open(stat) as f:
-            state = f.read().rpartition(")")[2].split()[0]
-        asleep = asleep + 1 if state == "S" else 0
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
 
 
 def _finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
@@ -123,7 +102,7 @@ class TestCtrlC:
             """
         )
         lines = _wait_for(proc, "result 2", "blocking")
-        _interrupt_when_blocked(proc)
+        interrupt_when_blocked(proc)
         code, out, err = _finish(proc)
         lines += out.splitlines()
         assert code == 0, err
@@ -158,7 +137,7 @@ class TestCtrlC:
             """
         )
         _wait_for(proc, *["sleeping"] * 4)
-        _interrupt_when_blocked(proc)
+        interrupt_when_blocked(proc)
         code, out, err = _finish(proc)
         assert code == 0, err
         # Only the four running calls started; the backlog never did.
@@ -167,7 +146,7 @@ class TestCtrlC:
     def test_ctrl_c_while_tasks_block_in_every_primitive_at_exit(self) -> None:
         proc = _spawn(BLOCKED_EVERYWHERE + POOLED)
         _wait_for(proc, *(f"blocked {name}" for name in PRIMITIVES), "waiting")
-        _interrupt_when_blocked(proc)
+        interrupt_when_blocked(proc)
         code, out, err = _finish(proc)
         woke = sorted(line.split()[1] for line in out.splitlines() if line.startswith("woke"))
         assert woke == sorted(PRIMITIVES), (out, err)
