@@ -5,6 +5,9 @@ sources follow their parents; blocking calls and executor tasks take a token.
 """
 
 from ._errors import OperationCancelledError as OperationCancelledError
+from ._executor import CancellableThreadPoolExecutor as CancellableThreadPoolExecutor
+from ._executor import TokenBoundExecutor as TokenBoundExecutor
+from ._future import CancellableFuture as CancellableFuture
 from ._futures import as_completed as as_completed
 from ._futures import result as result
 from ._futures import wait as wait
@@ -29,6 +32,8 @@ from ._token import use_token as use_token
 __all__ = [
     "Barrier",
     "BoundedSemaphore",
+    "CancellableFuture",
+    "CancellableThreadPoolExecutor",
     "CancellationToken",
     "CancellationTokenRegistration",
     "CancellationTokenSource",
@@ -41,6 +46,7 @@ __all__ = [
     "Queue",
     "RLock",
     "Semaphore",
+    "TokenBoundExecutor",
     "as_completed",
     "current_token",
     "join",

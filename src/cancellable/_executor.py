@@ -1,0 +1,1002 @@
+"""`CancellableThreadPoolExecutor`: the stdlib thread pool, rebuilt around tokens.
+
+The pool keeps the stdlib's shape (a `SimpleQueue` of work, worker threads
+created on demand, a sentinel ``None`` to stop them) and its observable
+attributes (``_max_workers``, ``_threads``, ``_broken``, ``_shutdown``), but a
+task is its `CancellableFuture` itself, so submitting allocates one object and
+one context copy.
+
+Pending tasks live in *groups*, one per submit token, inside the pool's current
+*generation* (what `cancel_all` cancels). A group holds its tasks in a dict used
+as an ordered set and has ONE registration on its token; a generation has one
+on its own token. Whoever pops a task from its group's dict owns it: a worker
+runs it, a canceller ends it cancelled. So a cancel of 100,000 pending tasks is
+one callback popping them all, and a worker meeting a cancelled task in the
+queue just skips it.
+
+State that submit, shutdown and cancellation must agree on (the shutdown
+flags, the current generation, a group's membership) changes under the pool's
+one lock (``_Core.lock``), which no callback ever runs under. The pool's
+workers and futures refer to the `_Core`, never to the executor, so an
+executor nobody references is collected and its workers exit, as in the stdlib.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+import weakref
+from _thread import allocate_lock
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, LOGGER, RUNNING
+from concurrent.futures.thread import BrokenThreadPool
+from contextvars import copy_context
+from itertools import islice
+from queue import Empty, SimpleQueue
+from types import TracebackType
+from typing import Any, Final, Literal, ParamSpec, TypeVar, final, overload
+
+from ._errors import OperationCancelledError
+from ._future import _CXL, _FIN, CancellableFuture
+from ._token import (
+    CancellationToken,
+    CancellationTokenRegistration,
+    CancellationTokenSource,
+    _ambient,
+    _link,
+    _new_token,
+)
+
+__all__ = ["CancellableThreadPoolExecutor", "TokenBoundExecutor"]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_T1 = TypeVar("_T1")
+_T2 = TypeVar("_T2")
+
+_NONE: Final = CancellationToken.NONE
+_new = object.__new__
+
+# Every live pool, for the interpreter-exit hook and the fork handler.
+_live: weakref.WeakSet[_Core] = weakref.WeakSet()
+_exiting = False
+# Called with "waiting" just before the exit hook waits for workers and with
+# "cancelled" after a Ctrl-C cancelled them (tests use it to time signals).
+_exit_wait_hooks: list[Callable[[str], object]] = []
+
+
+# Pending tasks a drain ends per hold of their group's lock.
+_DRAIN_BATCH: Final = 512
+# Emptied groups are forgotten in batches of at least this many.
+_COLLECT_AT: Final = 32
+
+
+def _notify_all(cond: threading.Condition) -> None:
+    with cond:
+        cond.notify_all()
+
+
+class _Core:
+    """What an executor shares with its workers and futures (never the executor)."""
+
+    __slots__ = (
+        "__weakref__",
+        "alive",
+        "bounded",
+        "broken",
+        "empties",
+        "ex_token",
+        "exited",
+        "full",
+        "gen",
+        "idle",
+        "lock",
+        "max_pending",
+        "pending",
+        "queue",
+        "shutdown",
+        "space",
+        "threads",
+        "worker_ids",
+    )
+
+    def __init__(self, ex_token: CancellationToken | None, max_pending: int | None) -> None:
+        self.lock = threading.RLock()
+        self.queue: SimpleQueue[CancellableFuture[Any] | None] = SimpleQueue()
+        # One item per finished task while the pool may still grow: the
+        # stdlib's idle semaphore, without the semaphore.
+        self.idle: SimpleQueue[None] = SimpleQueue()
+        self.full = False
+        self.threads: set[threading.Thread] = set()
+        self.worker_ids: set[int] = set()
+        self.shutdown = False
+        self.broken: str | bool = False
+        self.ex_token = ex_token
+        self.bounded = max_pending is not None
+        self.max_pending = max_pending or 0
+        self.pending = 0
+        self.space = threading.Condition(threading.Lock())
+        # Groups (of submit tokens) that were seen empty; see collect_empties.
+        self.empties: list[_Group] = []
+        self.gen = _Gen(self)
+        # Workers started and not yet finished, and the condition they
+        # notify on their way out.
+        self.alive = 0
+        self.exited = threading.Condition(threading.Lock())
+
+    def wait_for_workers(self, threads: list[threading.Thread]) -> None:
+        """Block until every worker has finished, then join them.
+
+        Waiting on a condition rather than in ``Thread.join`` first keeps a
+        Ctrl-C harmless: on 3.11 a ``join`` interrupted by KeyboardInterrupt
+        can mark a still-running thread as stopped, and then nobody (not even
+        the interpreter at exit) waits for it any more.
+        """
+        with self.exited:
+            while self.alive:
+                self.exited.wait()
+        for thread in threads:
+            thread.join()
+
+    def collect_empties(self) -> list[CancellationTokenRegistration]:
+        """Forget the groups that emptied; return their registrations to remove.
+
+        Called with ``lock`` held, by a submit, once enough groups emptied:
+        workers only note an emptied group (one list append), so running a
+        task never takes the pool's lock. The caller unregisters outside the
+        lock (``unregister`` may wait for a callback that takes it).
+        """
+        empties, self.empties = self.empties, []
+        stale = []
+        for group in empties:
+            reg = group.reg
+            if reg is None:
+                # Its registration is still being made (outside the lock):
+                # look again next time.
+                self.empties.append(group)
+                continue
+            groups = group.gen.groups
+            if group.items or groups.get(group.token) is not group:
+                continue
+            del groups[group.token]
+            group.reg = None
+            stale.append(reg)
+        return stale
+
+    def free_slots(self, count: int) -> None:
+        with self.space:
+            self.pending -= count
+            self.space.notify(count)
+
+    def initializer_failed(self) -> None:
+        with self.lock:
+            self.broken = "A thread initializer failed, the thread pool is not usable anymore"
+            groups = list(self.gen.groups.values())
+        for group in groups:
+            group.drain(None, BrokenThreadPool(self.broken))
+        self.wake_blocked_submitters()
+
+    def wake_blocked_submitters(self) -> None:
+        if self.bounded:
+            _notify_all(self.space)
+
+
+class _Gen:
+    """The tasks submitted since the pool's last `cancel_all`."""
+
+    __slots__ = ("core", "dead", "default", "groups", "token")
+
+    def __init__(self, core: _Core) -> None:
+        self.core = core
+        self.dead = False
+        self.token = _new_token()
+        self.groups: dict[CancellationToken | None, _Group] = {}
+        self.default = self.groups[None] = _Group(self, None)
+        if core.ex_token is not None:
+            _link(self.token, (core.ex_token,))
+        self.token.register(self._cancelled)
+
+    def _cancelled(self) -> None:
+        with self.core.lock:
+            self.dead = True
+            groups = list(self.groups.values())
+        for group in groups:
+            group.drain(self.token, None)
+
+
+class _Group:
+    """The pending tasks of one generation submitted with one token."""
+
+    __slots__ = ("core", "dead", "gen", "items", "lock", "reg", "token", "watch")
+
+    def __init__(self, gen: _Gen, token: CancellationToken | None) -> None:
+        # Orders a task finishing against the first thread that observes its
+        # future (see _future.py); held for a few bytecodes at a time.
+        self.lock = allocate_lock()
+        self.core = gen.core
+        self.gen = gen
+        self.token = token
+        self.dead = False
+        self.items: dict[CancellableFuture[Any], bool] = {}
+        self.reg: CancellationTokenRegistration | None = None
+        # Whether a claim needs bookkeeping beyond the pop itself.
+        self.watch = token is not None or self.core.bounded
+
+    @property
+    def parents(self) -> tuple[CancellationToken, ...]:
+        """The parents of its tasks' tokens (computed when a task token is made)."""
+        token = self.token
+        return (self.gen.token,) if token is None else (token, self.gen.token)
+
+    def __call__(self) -> None:
+        # The group is its own registration callback on its token: no bound
+        # method to allocate per group.
+        self.token_cancelled()
+
+    def claimed(self) -> None:
+        """Bookkeeping after one task left ``items`` (started or cancelled)."""
+        core = self.core
+        if self.token is not None and not self.items:
+            core.empties.append(self)
+        if core.bounded:
+            core.free_slots(1)
+
+    def token_cancelled(self) -> None:
+        with self.core.lock:
+            self.dead = True
+        self.drain(self.token, None)
+
+    def drain(self, cause: CancellationToken | None, error: BaseException | None) -> None:
+        """End every pending task: cancelled by ``cause``, or failed with ``error``."""
+        items = self.items
+        count = 0
+        observed = []
+        popitem = items.popitem
+        while items:
+            # Unobserved futures are ended in batches under one hold of the
+            # group lock; observed ones (waiters, callbacks) go the long way.
+            with self.lock:
+                for _ in range(_DRAIN_BATCH):
+                    try:
+                        future = popitem()[0]
+                    except KeyError:
+                        break
+                    count += 1
+                    future._fn = None
+                    future._args = ()
+                    future._kwargs = None
+                    future._ctx = None
+                    if error is None and future._sync is None and future._treg is None:
+                        future._cause = cause
+                        future._st = CANCELLED_AND_NOTIFIED
+                        future._sync = _CXL
+                    else:
+                        observed.append(future)
+            for future in observed:
+                if error is None:
+                    future._cancel_claimed(cause)
+                else:
+                    future._st = RUNNING
+                    future._finish(_FIN, None, error)
+            observed.clear()
+        core = self.core
+        if self.token is not None:
+            core.empties.append(self)
+        if count and core.bounded:
+            core.free_slots(count)
+
+
+def _run_task(
+    future: CancellableFuture[Any],
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    # Runs inside the task's own copy of the submitter's context: the future
+    # stands in for the task's token until current_token() asks for it.
+    _ambient.set(future)
+    return fn(*args, **kwargs)
+
+
+def _own_token_cancelled(future: CancellableFuture[Any]) -> bool:
+    token = future._tok
+    if token is not None:
+        return token._cancelled
+    group = future._group
+    return group is not None and any(parent._cancelled for parent in group.parents)
+
+
+def _work(
+    core: _Core,
+    executor_ref: weakref.ref[CancellableThreadPoolExecutor],
+    initializer: Callable[..., object] | None,
+    initargs: tuple[Any, ...],
+) -> None:
+    core.worker_ids.add(threading.get_ident())
+    if initializer is not None:
+        reset = _ambient.set(core.ex_token or _NONE)
+        try:
+            initializer(*initargs)
+        except BaseException:
+            LOGGER.critical("Exception in initializer:", exc_info=True)
+            core.initializer_failed()
+            return
+        finally:
+            _ambient.reset(reset)
+    get = core.queue.get
+    idle_put = core.idle.put
+    try:
+        while True:
+            future = get()
+            if future is None:
+                if _exiting or core.shutdown or executor_ref() is None:
+                    core.shutdown = True
+                    core.queue.put(None)
+                    return
+                continue
+            group = future._group
+            if group.items.pop(future, None) is None:  # type: ignore[union-attr]
+                continue  # cancelled while pending
+            if group.watch:  # type: ignore[union-attr]
+                group.claimed()  # type: ignore[union-attr]
+            if group.dead or group.gen.dead:  # type: ignore[union-attr]
+                # Claimed while a cancel is draining the group: do not start it.
+                future._cancel_claimed(
+                    group.token if group.dead else group.gen.token  # type: ignore[union-attr]
+                )
+                continue
+            future._st = RUNNING
+            reg = future._treg
+            if reg is not None:
+                future._treg = None
+                reg.unregister()
+            fn = future._fn
+            args = future._args
+            kwargs = future._kwargs
+            ctx = future._ctx
+            future._fn = None
+            future._args = ()
+            future._kwargs = None
+            future._ctx = None
+            try:
+                result = ctx.run(_run_task, future, fn, args, kwargs)  # type: ignore[union-attr,arg-type]
+            except BaseException as error:
+                if isinstance(error, OperationCancelledError) and _own_token_cancelled(future):
+                    future._cause = future.token
+                    future._finish(_CXL, None, None)
+                else:
+                    future._finish(_FIN, None, error)
+                del error
+            else:
+                future._finish(_FIN, result, None)
+                del result
+            # Drop references before blocking again (the stdlib's issue16284).
+            del future, fn, args, kwargs, ctx, group
+            if not core.full:
+                idle_put(None)
+    except BaseException:
+        LOGGER.critical("Exception in worker", exc_info=True)
+
+
+def _worker(
+    core: _Core,
+    executor_ref: weakref.ref[CancellableThreadPoolExecutor],
+    initializer: Callable[..., object] | None,
+    initargs: tuple[Any, ...],
+) -> None:
+    try:
+        _work(core, executor_ref, initializer, initargs)
+    finally:
+        with core.exited:
+            core.alive -= 1
+            core.exited.notify_all()
+
+
+class CancellableThreadPoolExecutor(ThreadPoolExecutor):
+    """A `concurrent.futures.ThreadPoolExecutor` whose tasks have cancellation tokens.
+
+    With no token anywhere it behaves as the stdlib pool (same defaults,
+    errors, thread names, idle-thread reuse, broken pool when an initializer
+    fails, workers joined at interpreter exit). Tokens add: ``submit(...,
+    token=)``, `cancel_all`, the executor's own ``token=``, ``max_pending``
+    backpressure, and a per-task token (`CancellableFuture.token`,
+    `current_token()` in the task) that cancellation reaches whether the task
+    is pending (it ends cancelled at once and never starts) or running (a
+    cooperative task stops; an `OperationCancelledError` escaping while its
+    token is cancelled ends the future cancelled).
+
+    Args:
+        max_workers: Most threads at once; default ``min(32, os.cpu_count() + 4)``.
+        thread_name_prefix: Prefix of worker thread names.
+        initializer: Called in each new worker before any task; its
+            `current_token()` is the executor's token.
+        initargs: Arguments for ``initializer``.
+        token: Cancelling it cancels every task, pending and running, and
+            makes later submits return cancelled futures.
+        max_pending: Most tasks not yet started; ``submit`` blocks when that
+            many are waiting. None means unbounded.
+
+    Raises:
+        ValueError: ``max_workers`` or ``max_pending`` is not greater than 0.
+        TypeError: ``initializer`` is not callable, ``token`` is not a
+            `CancellationToken`, or ``max_pending`` is not an integer.
+    """
+
+    __module__ = "cancellable"
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        thread_name_prefix: str = "",
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+        *,
+        token: CancellationToken | None = None,
+        max_pending: int | None = None,
+    ) -> None:
+        if max_workers is None:
+            max_workers = min(32, (os.cpu_count() or 1) + 4)
+        if max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        if token is not None and token.__class__ is not CancellationToken:
+            raise TypeError(
+                f"token must be a CancellationToken or None, got {type(token).__name__!r}"
+            )
+        if max_pending is not None:
+            if isinstance(max_pending, bool) or not isinstance(max_pending, int):
+                raise TypeError(
+                    f"max_pending must be an integer or None, got {type(max_pending).__name__!r}"
+                )
+            if max_pending <= 0:
+                raise ValueError(f"max_pending must be greater than 0, got {max_pending!r}")
+        ex_token = token if token is not None and token._lock is not None else None
+        core = _Core(ex_token, max_pending)
+        self._core = core
+        self._max_workers = max_workers
+        self._work_queue = core.queue  # type: ignore[assignment]
+        self._threads = core.threads
+        self._thread_name_prefix = thread_name_prefix or (
+            f"ThreadPoolExecutor-{self._counter()}"  # type: ignore[attr-defined]
+        )
+        self._initializer = initializer  # type: ignore[assignment]
+        self._initargs = initargs
+        self._token = token if token is not None else _NONE
+        _live.add(core)
+
+    # The stdlib's attributes, kept with their meanings.
+
+    @property
+    def _shutdown(self) -> bool:
+        return self._core.shutdown
+
+    @_shutdown.setter
+    def _shutdown(self, value: bool) -> None:
+        self._core.shutdown = value
+
+    @property  # type: ignore[override]
+    def _broken(self) -> str | bool:
+        return self._core.broken
+
+    @_broken.setter
+    def _broken(self, value: str | bool) -> None:
+        self._core.broken = value
+
+    @property
+    def token(self) -> CancellationToken:
+        """The executor's token (`CancellationToken.NONE` if none was given)."""
+        return self._token
+
+    # -- submitting ------------------------------------------------------------
+
+    def submit(  # type: ignore[override]
+        self,
+        fn: Callable[..., _R],
+        /,
+        *args: Any,
+        token: CancellationToken | None = None,
+        **kwargs: Any,
+    ) -> CancellableFuture[_R]:
+        """Schedule ``fn(*args, **kwargs)`` and return its future.
+
+        The task runs in a copy of this thread's context, with its own token
+        (a child of ``token``, the executor's token and the pool's current
+        generation) as `current_token()`. ``token`` is taken by the executor; a
+        callable that needs a ``token`` keyword gets it through
+        `functools.partial`. For exact argument types use
+        ``executor.with_token(token).submit(...)``.
+
+        Blocks only when ``max_pending`` tasks are already waiting (not when
+        called from one of this pool's workers or from a thread running an
+        asyncio loop: those are admitted over the bound).
+
+        Args:
+            fn: The callable.
+            *args: Its positional arguments.
+            token: Cancels this task; None means the ambient token
+                (`current_token()`). Already cancelled: the returned future
+                is cancelled and ``fn`` never runs.
+            **kwargs: Its keyword arguments.
+
+        Returns:
+            The task's `CancellableFuture`.
+
+        Raises:
+            RuntimeError: After `shutdown` or interpreter shutdown.
+            BrokenThreadPool: An initializer failed.
+            TypeError: ``fn`` is not callable or ``token`` is not a token.
+            OperationCancelledError: ``token`` was cancelled while this call
+                blocked on ``max_pending``.
+        """
+        return self._submit(fn, args, kwargs, token)
+
+    def _submit(
+        self,
+        fn: Callable[..., _R],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        token: CancellationToken | None,
+    ) -> CancellableFuture[_R]:
+        if token is None:
+            ambient = _ambient.get()
+            if ambient is _NONE:
+                tok = None
+            elif ambient.__class__ is CancellationToken:
+                tok = ambient
+            else:
+                tok = ambient.token  # type: ignore[union-attr]
+        elif token.__class__ is CancellationToken:
+            tok = token if token._lock is not None else None
+        else:
+            raise TypeError(
+                f"token must be a CancellationToken or None, got {type(token).__name__!r}"
+            )
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {type(fn).__name__!r}")
+        core = self._core
+        reserved = False
+        if core.bounded and not (tok is not None and tok._cancelled):
+            reserved = self._reserve_slot(tok)
+        future: CancellableFuture[_R] = _new(CancellableFuture)
+        future._fn = fn
+        future._args = args
+        future._kwargs = kwargs
+        future._ctx = copy_context()
+        cause = None
+        new_group = None
+        stale = None
+        try:
+            with core.lock:
+                if core.broken:
+                    raise BrokenThreadPool(core.broken)
+                if core.shutdown:
+                    raise RuntimeError("cannot schedule new futures after shutdown")
+                if _exiting:
+                    raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+                gen = core.gen
+                if tok is None:
+                    group = gen.default
+                else:
+                    group = gen.groups.get(tok)  # type: ignore[assignment]
+                    if group is None:
+                        group = new_group = gen.groups[tok] = _Group(gen, tok)
+                    if len(core.empties) >= _COLLECT_AT:
+                        stale = core.collect_empties()
+                future._group = group
+                if gen.dead:
+                    cause = gen.token
+                elif group.dead or (tok is not None and tok._cancelled):
+                    cause = tok
+                else:
+                    group.items[future] = True
+                    core.queue.put(future)
+                    if not core.full:
+                        self._adjust_thread_count()
+        except BaseException:
+            if reserved:
+                core.free_slots(1)
+            raise
+        if new_group is not None:
+            # Outside the lock: if tok is cancelled meanwhile (or already),
+            # the callback runs here or on the cancelling thread and ends
+            # every task of the group, this one included.
+            new_group.reg = tok.register(new_group)
+        if stale:
+            for reg in stale:
+                reg.unregister()
+        if cause is None:
+            return future
+        if reserved:
+            core.free_slots(1)
+        future._cancel_claimed(cause)
+        return future
+
+    def _reserve_slot(self, tok: CancellationToken | None) -> bool:
+        core = self._core
+        space = core.space
+        with space:
+            if core.pending < core.max_pending:
+                core.pending += 1
+                return True
+        if threading.get_ident() in core.worker_ids or _in_event_loop():
+            with space:
+                core.pending += 1
+            return True
+        reg = tok.register(_notify_all, space) if tok is not None else None
+        try:
+            with space:
+                while core.pending >= core.max_pending:
+                    if tok is not None and tok._cancelled:
+                        tok._raise_cancelled()
+                    if core.shutdown or core.broken or _exiting:
+                        return False  # submit raises the proper error
+                    space.wait()
+                core.pending += 1
+                return True
+        finally:
+            if reg is not None:
+                reg.unregister()
+
+    def _adjust_thread_count(self) -> None:
+        # Called with the pool's lock held, as in the stdlib.
+        core = self._core
+        try:
+            core.idle.get_nowait()
+        except Empty:
+            pass
+        else:
+            return
+        num_threads = len(self._threads)
+        if num_threads < self._max_workers:
+            thread_name = f"{self._thread_name_prefix or self}_{num_threads}"
+            queue = core.queue
+
+            def wake_workers(_: object, queue: SimpleQueue[Any] = queue) -> None:
+                queue.put(None)
+
+            thread = threading.Thread(
+                name=thread_name,
+                target=_worker,
+                args=(core, weakref.ref(self, wake_workers), self._initializer, self._initargs),
+            )
+            with core.exited:
+                core.alive += 1
+            try:
+                thread.start()
+            except BaseException:
+                with core.exited:
+                    core.alive -= 1
+                raise
+            core.threads.add(thread)
+            if num_threads + 1 >= self._max_workers:
+                core.full = True
+
+    def with_token(self, token: CancellationToken) -> TokenBoundExecutor:
+        """Return a view of this executor whose ``submit``/``map`` use ``token``.
+
+        ``executor.with_token(tok).submit(fn, *args, **kwargs)`` is
+        ``executor.submit(fn, *args, token=tok, **kwargs)`` with the exact
+        argument types of ``fn`` (a `ParamSpec`), and no keyword taken away
+        from ``fn``. Cheap; never blocks.
+
+        Raises:
+            TypeError: ``token`` is not a `CancellationToken`.
+        """
+        if token.__class__ is not CancellationToken:
+            raise TypeError(f"token must be a CancellationToken, got {type(token).__name__!r}")
+        return TokenBoundExecutor(self, token)
+
+    @overload
+    def map(
+        self,
+        fn: Callable[[_T1], _R],
+        iterable: Iterable[_T1],
+        /,
+        *,
+        timeout: float | None = None,
+        chunksize: int = 1,
+        buffersize: int | None = None,
+        token: CancellationToken | None = None,
+    ) -> Iterator[_R]: ...
+
+    @overload
+    def map(
+        self,
+        fn: Callable[[_T1, _T2], _R],
+        iterable1: Iterable[_T1],
+        iterable2: Iterable[_T2],
+        /,
+        *,
+        timeout: float | None = None,
+        chunksize: int = 1,
+        buffersize: int | None = None,
+        token: CancellationToken | None = None,
+    ) -> Iterator[_R]: ...
+
+    @overload
+    def map(
+        self,
+        fn: Callable[..., _R],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+        buffersize: int | None = None,
+        token: CancellationToken | None = None,
+    ) -> Iterator[_R]: ...
+
+    def map(
+        self,
+        fn: Callable[..., _R],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+        buffersize: int | None = None,
+        token: CancellationToken | None = None,
+    ) -> Iterator[_R]:
+        """Return an iterator of ``fn`` applied to the items of ``iterables``, in order.
+
+        Without ``buffersize`` every call is submitted now, as in the stdlib;
+        with it, at most ``buffersize`` results are in flight and items are read
+        lazily. Closing the iterator, a timeout, or cancelling ``token``
+        cancels every call whose result was not yielded yet (pending ones never
+        start, running ones are signalled). ``chunksize`` is accepted and
+        ignored, as in the stdlib's thread pool. Iterating blocks.
+
+        Args:
+            fn: The callable.
+            *iterables: One iterable per positional argument of ``fn``.
+            timeout: Seconds from this call until all results are due.
+            chunksize: Ignored.
+            buffersize: Most calls submitted ahead of the consumer.
+            token: Cancels the calls; None means the ambient token.
+
+        Raises:
+            TypeError: ``buffersize`` is not an integer.
+            ValueError: ``buffersize`` is less than 1.
+            TimeoutError: (while iterating) a result was not ready in time.
+            OperationCancelledError: (while iterating) ``token`` was cancelled
+                before the next result could be delivered.
+            Exception: (while iterating) whatever a call raised.
+        """
+        if buffersize is not None and not isinstance(buffersize, int):
+            raise TypeError("buffersize must be an integer or None")
+        if buffersize is not None and buffersize < 1:
+            raise ValueError("buffersize must be None or > 0")
+        if token is not None and token.__class__ is not CancellationToken:
+            raise TypeError(
+                f"token must be a CancellationToken or None, got {type(token).__name__!r}"
+            )
+        deadline = None if timeout is None else timeout + time.monotonic()
+        parent = token if token is not None else _current_token_or_none()
+        if parent is not None and parent._lock is None:
+            parent = None
+        source = CancellationTokenSource() if parent is None else CancellationTokenSource(parent)
+        calls = zip(*iterables)  # noqa: B905 (stops at the shortest, as map() does)
+        stok = source.token
+        submit = self._submit
+        fs: deque[CancellableFuture[_R]] | list[CancellableFuture[_R]]
+        if buffersize:
+            fs = deque(submit(fn, args, {}, stok) for args in islice(calls, buffersize))
+        else:
+            fs = [submit(fn, args, {}, stok) for args in calls]
+        return _map_results(weakref.ref(self), fs, fn, calls, buffersize, deadline, source, parent)
+
+    # -- cancelling and shutting down ------------------------------------------
+
+    def cancel_all(self, reason: object = None) -> None:
+        """Cancel every task submitted so far; keep the workers for new ones.
+
+        Pending tasks end cancelled at once (their done-callbacks run now, on
+        this thread) and never start; running tasks' tokens are cancelled, so
+        cooperative tasks stop. Tasks submitted afterwards are unaffected.
+        Errors from token callbacks go to the ``cancellable`` logger. Does not
+        wait for running tasks.
+        """
+        core = self._core
+        fresh = _Gen(core)
+        with core.lock:
+            old, core.gen = core.gen, fresh
+        old.token._cancel_and_log(reason)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop accepting tasks and let the workers exit once the queue is done.
+
+        As the stdlib, plus: ``cancel_futures=True`` also cancels running
+        tasks' tokens (cooperative tasks stop). Safe to call more than once.
+
+        Args:
+            wait: Block until every worker has exited.
+            cancel_futures: Cancel pending tasks (they never start) and signal
+                running ones.
+        """
+        self._shutdown_and_cancel(wait, "the executor was shut down" if cancel_futures else None)
+
+    def _shutdown_and_cancel(self, wait: bool, reason: object) -> None:
+        core = self._core
+        with core.lock:
+            core.shutdown = True
+            gen = core.gen
+        if reason is not None:
+            gen.token._cancel_and_log(reason)
+        core.queue.put(None)
+        core.wake_blocked_submitters()
+        if wait:
+            with core.lock:
+                threads = list(self._threads)
+            core.wait_for_workers(threads)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> Literal[False]:
+        """Shut down and wait; if the block raised (Ctrl-C included), cancel everything first."""
+        if exc_type is None:
+            self._shutdown_and_cancel(True, None)
+        else:
+            self._shutdown_and_cancel(True, exc_val)
+        return False
+
+
+@final
+class TokenBoundExecutor:
+    """``executor.with_token(token)``: submit and map with a token, exactly typed."""
+
+    __slots__ = ("_executor", "_token")
+    __module__ = "cancellable"
+
+    def __init__(self, executor: CancellableThreadPoolExecutor, token: CancellationToken) -> None:
+        self._executor = executor
+        self._token = token
+
+    @property
+    def token(self) -> CancellationToken:
+        """The token every task submitted through this view gets."""
+        return self._token
+
+    def submit(
+        self, fn: Callable[_P, _R], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> CancellableFuture[_R]:
+        """`CancellableThreadPoolExecutor.submit` with this view's token (same errors)."""
+        return self._executor._submit(fn, args, kwargs, self._token)
+
+    def map(
+        self,
+        fn: Callable[..., _R],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+        buffersize: int | None = None,
+    ) -> Iterator[_R]:
+        """`CancellableThreadPoolExecutor.map` with this view's token (same errors)."""
+        return self._executor.map(
+            fn,
+            *iterables,
+            timeout=timeout,
+            chunksize=chunksize,
+            buffersize=buffersize,
+            token=self._token,
+        )
+
+
+def _current_token_or_none() -> CancellationToken | None:
+    ambient = _ambient.get()
+    if ambient is _NONE:
+        return None
+    if ambient.__class__ is CancellationToken:
+        return ambient
+    return ambient.token  # type: ignore[union-attr]
+
+
+def _in_event_loop() -> bool:
+    asyncio = sys.modules.get("asyncio")
+    return asyncio is not None and asyncio.events._get_running_loop() is not None
+
+
+def _map_result(
+    future: CancellableFuture[_R], deadline: float | None, token: CancellationToken | None
+) -> _R:
+    try:
+        if future._st == FINISHED:
+            return future._get_result()
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if token is None:
+            return future.result(timeout)
+        state = future._wait_token(timeout, token)
+        if state is None:
+            if token._cancelled:
+                token._raise_cancelled()
+            raise TimeoutError()
+        return future.result(0)
+    finally:
+        del future
+
+
+def _map_results(  # noqa: PLR0917 (a generator's state, passed once)
+    executor_ref: weakref.ref[CancellableThreadPoolExecutor],
+    fs: deque[CancellableFuture[_R]] | list[CancellableFuture[_R]],
+    fn: Callable[..., _R],
+    calls: Iterator[tuple[Any, ...]],
+    buffersize: int | None,
+    deadline: float | None,
+    source: CancellationTokenSource,
+    token: CancellationToken | None,
+) -> Iterator[_R]:
+    finished = False
+    try:
+        fs.reverse()
+        while fs:
+            if buffersize:
+                executor = executor_ref()
+                if executor is not None:
+                    args = next(calls, None)
+                    if args is not None:
+                        fs.appendleft(  # type: ignore[union-attr]
+                            executor._submit(fn, args, {}, source.token)
+                        )
+                del executor
+            # Pass the popped future straight on: no reference stays here.
+            yield _map_result(fs.pop(), deadline, token)
+        finished = True
+    finally:
+        if not finished:
+            source.token._cancel_and_log("the map iterator was closed before its end")
+        source.close()
+
+
+def _python_exit() -> None:
+    """Join every pool's workers at interpreter exit, as the stdlib does.
+
+    A backlog nobody cancelled still runs. A first Ctrl-C while waiting
+    cancels every task's token and waits again for the cooperative ones; a
+    second one stops waiting.
+    """
+    global _exiting
+    _exiting = True
+    cores = list(_live)
+    threads: list[list[threading.Thread]] = []
+    for core in cores:
+        with core.lock:
+            threads.append(list(core.threads))
+        core.queue.put(None)
+        core.wake_blocked_submitters()
+    try:
+        for hook in _exit_wait_hooks:
+            hook("waiting")
+        for core, core_threads in zip(cores, threads, strict=True):
+            core.wait_for_workers(core_threads)
+    except KeyboardInterrupt:
+        for core in cores:
+            core.gen.token._cancel_and_log("interrupted while waiting for tasks at exit")
+        for hook in _exit_wait_hooks:
+            hook("cancelled")
+        # A second Ctrl-C propagates from here: the interpreter then exits
+        # without waiting for tasks that ignore cancellation.
+        for core, core_threads in zip(cores, threads, strict=True):
+            core.wait_for_workers(core_threads)
+
+
+threading._register_atexit(_python_exit)  # type: ignore[attr-defined]
+
+
+def _after_fork_in_child() -> None:
+    # The workers did not survive the fork: the pools inherited are broken,
+    # and their locks may have been held by a thread that no longer exists.
+    for core in list(_live):
+        core.lock = threading.RLock()
+        core.space = threading.Condition(threading.Lock())
+        core.broken = "the thread pool was inherited through fork() and is not usable"
+        core.threads.clear()
+        core.worker_ids.clear()
+        core.exited = threading.Condition(threading.Lock())
+        core.alive = 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
