@@ -472,6 +472,19 @@ class TestMaxPending:
         gate.set()
         ex.shutdown()
 
+    def test_event_loop_threads_are_admitted_over_the_bound(self) -> None:
+        ex = CancellableThreadPoolExecutor(1, max_pending=1)
+        gate, _ = _block(ex, 1)
+        ex.submit(print)
+
+        async def from_the_loop() -> CancellableFuture[int]:
+            return ex.submit(pow, 2, 5)  # would block the loop if not admitted
+
+        fut = asyncio.run(from_the_loop())
+        gate.set()
+        assert fut.result(timeout=5) == 32
+        ex.shutdown()
+
     def test_workers_are_admitted_over_the_bound(self) -> None:
         ex = CancellableThreadPoolExecutor(1, max_pending=1)
 

@@ -8,14 +8,16 @@ or installs a waiter through the stdlib's `wait`/`as_completed`.
 
 Who may change the state of an executor task is decided by one atomic
 ``dict.pop`` of the future from its group's pending dict: the worker that wins
-runs it, a canceller that wins cancels it. The finishing step races only with
-the creation of `_Sync`, and both go through one atomic ``dict.setdefault`` of
-the ``_sync`` key in the future's ``__dict__``: either the finisher stores a
-final marker first (then nobody can ever wait, the state is final), or the
-waiter stores a `_Sync` first (then the finisher takes its lock, exactly as the
-stdlib does). The stdlib's `wait`/`as_completed` read ``_condition``,
-``_waiters`` and ``_state``; they are properties here that respect that
-protocol.
+runs it, a canceller that wins cancels it. The finishing step then races only
+with the first thread that observes the future (creating its `_Sync`); both
+take the group's lock for a few bytecodes, so either the finisher stores a
+final marker first (nobody can ever wait: the state is final) or the observer
+stores a `_Sync` first (the finisher then takes its condition, exactly as the
+stdlib does). A lock rather than an atomic ``dict.setdefault`` on the
+future's ``__dict__``: that would materialise a dict per task, and the extra
+GC-tracked allocation cost more than the whole lock hold. The stdlib's
+`wait`/`as_completed` read ``_condition``, ``_waiters`` and ``_state``; they
+are properties here that respect that protocol.
 """
 
 from __future__ import annotations
