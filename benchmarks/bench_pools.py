@@ -290,6 +290,11 @@ def run(quick: bool = False, *, tiny: bool = False) -> str:
         f"ratios to the {STDLIB}.{skipped}",
     ]
 
+    summary: list[tuple[str, bool, dict[str, float]]] = []
+
+    def note(label: str, rows: list[Row], *, higher: bool) -> None:
+        summary.append((label, higher, {row.name: row.median for row in rows}))
+
     def measure(title: str, variants: dict[str, Callable[[], float]]) -> list[Row]:
         progress.step(title)
         return compare(variants, rounds=rounds, progress=lambda text: progress(f"{title}: {text}"))
@@ -306,6 +311,7 @@ def run(quick: bool = False, *, tiny: bool = False) -> str:
         _table(f"{n:,} no-op submit+result, {WORKERS} workers", rows, "tasks/s", higher=True)
     )
     _LAST["submit_result"] = rows
+    note(f"submit+result, {n:,} no-op tasks, {WORKERS} workers (tasks/s)", rows, higher=True)
 
     n = size["map"]
     map_pools = {k: v for k, v in pools.items() if "token per task" not in k}
@@ -313,6 +319,7 @@ def run(quick: bool = False, *, tiny: bool = False) -> str:
         f"map {n:,}", {name: (lambda make=make: _map(make, n)) for name, make in map_pools.items()}
     )
     out.append(_table(f"map over {n:,} items, {WORKERS} workers", rows, "items/s", higher=True))
+    note(f"map over {n:,} items, {WORKERS} workers (items/s)", rows, higher=True)
 
     # Cancel cost against backlog: the token variant shares one job token.
     cancel_pools = {k: v for k, v in pools.items() if "token per task" not in k}
@@ -328,10 +335,20 @@ def run(quick: bool = False, *, tiny: bool = False) -> str:
         )
     out.append(_cancel_table(cancel))
     _LAST["cancel"] = cancel
+    backlog = 100_000 if 100_000 in cancel else max(cancel)
+    note(f"cancel {backlog:,} pending tasks (ms)", cancel[backlog], higher=False)
 
     latency = _latency(pools, size["samples"], progress)
     out.append(_latency_table(latency, size["samples"]))
     _LAST["latency"] = latency
+    for q, label in ((0.5, "p50"), (0.99, "p99")):
+        summary.append(
+            (
+                f"wake latency {label}, cancel to resume (µs)",
+                False,
+                {row.name: percentile(row.samples, q) for row in latency},
+            )
+        )
 
     n = size["memory"]
     rows = measure(
@@ -339,6 +356,7 @@ def run(quick: bool = False, *, tiny: bool = False) -> str:
         {name: (lambda make=make: _memory(make, n)) for name, make in pools.items()},
     )
     out.append(_table(f"memory per pending task ({n:,} queued)", rows, "bytes", higher=False))
+    note("memory per pending task (bytes)", rows, higher=False)
 
     sweep: dict[int, list[Row]] = {}
     n = size["sweep_n"]
@@ -352,6 +370,12 @@ def run(quick: bool = False, *, tiny: bool = False) -> str:
         )
     out.append(_sweep_table(sweep, n))
     _LAST["sweep"] = sweep
+    for workers in (min(sweep), max(sweep)):
+        note(
+            f"submit+result, {n:,} tasks, {workers} worker{'s' * (workers > 1)} (tasks/s)",
+            sweep[workers],
+            higher=True,
+        )
 
     n = size["first"]
     first_pools = dict(map_pools)
@@ -365,6 +389,7 @@ def run(quick: bool = False, *, tiny: bool = False) -> str:
     out.append(
         _table(f"time to the first result of map over {n:,} items", rows, "ms", higher=False)
     )
+    note(f"time to the first result of map over {n:,} items (ms)", rows, higher=False)
 
     n, steps = size["mixed"], size["steps"]
     mixed_pools = {k: v for k, v in pools.items() if "token per task" not in k}
@@ -383,8 +408,40 @@ def run(quick: bool = False, *, tiny: bool = False) -> str:
         },
     )
     out.append(_mixed_table(rows, settle, n, steps))
+    note(f"mixed, {n:,} tasks, a tenth cancelled mid-run (tasks/s)", rows, higher=True)
+    out.insert(2, _summary_table(summary))
     progress.done()
     return "\n\n".join(out) + "\n"
+
+
+def _summary_table(summary: list[tuple[str, bool, dict[str, float]]]) -> str:
+    """One row per workload: the stdlib's median, then every variant's ratio to it."""
+    names: list[str] = []
+    for _, _, medians in summary:
+        names += [name for name in medians if name != STDLIB and name not in names]
+    names.sort(key=lambda name: (not name.startswith("cancellable"), name == FloorPool.name))
+    lines = [
+        f"**Summary** (medians; the {STDLIB}'s figure, then each variant as a multiple of it; "
+        "better is the direction in the second column; — where a variant does not apply; "
+        "bold where a cancellable variant is behind pebble)",
+        "",
+        f"| workload | better | {STDLIB} | " + " | ".join(names) + " |",
+        "| --- | :---: | ---: | " + " | ".join("---:" for _ in names) + " |",
+    ]
+    for label, higher, medians in summary:
+        base = medians[STDLIB]
+        peer = medians.get("pebble ThreadPool")
+        cells = []
+        for name in names:
+            if name not in medians:
+                cells.append("—")
+                continue
+            cell = f"{medians[name] / base:.2f}x"
+            behind = peer is not None and (medians[name] < peer if higher else medians[name] > peer)
+            cells.append(f"**{cell}**" if name.startswith("cancellable") and behind else cell)
+        arrow = "higher" if higher else "lower"
+        lines.append(f"| {label} | {arrow} | {base:,.4g} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _cancel_table(cancel: dict[int, list[Row]]) -> str:
