@@ -245,8 +245,9 @@ class FloorPool(Pool):
     Completions are counted by a latch built on ``itertools.count``, whose
     ``next()`` is one atomic builtin call: ``wait()`` sets the index of the
     last arrival it expects, then arrives itself, and whoever arrives last
-    wakes it. ``map`` yields results in completion order. A task is stopped
-    by releasing a raw lock it blocks on: the cheapest wake-up a thread has.
+    wakes it. ``map`` waits for the whole batch, then yields its results in
+    completion order. A task is stopped by releasing a raw lock it blocks on:
+    the cheapest wake-up a thread has.
     """
 
     name = "raw floor (SimpleQueue, no futures)"
@@ -268,21 +269,21 @@ class FloorPool(Pool):
 
     def _work(self) -> None:
         get = self._jobs.get
+        arrive = self._arrivals.__next__
         while (job := get()) is not None:
-            fn, args, done = job
+            fn, args, sink = job
             try:
                 result = fn(*args)
             except Exception:  # a stopped job's task; the floor keeps no outcomes
                 result = None
-            done(result)
-
-    def _arrive(self, _: object = None) -> None:
-        if next(self._arrivals) == self._target:
-            self._done.set()
+            if sink is not None:
+                sink(result)
+            if arrive() == self._target:
+                self._done.set()
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         self._submitted += 1
-        self._jobs.put((fn, args, self._arrive))
+        self._jobs.put((fn, args, None))
 
     def wait(self, handles: list[Any]) -> None:
         # Arrival indexes so far: every submitted call, plus one per earlier wait.
@@ -299,20 +300,24 @@ class FloorPool(Pool):
         self._job_flag.set()  # no handles: queued calls of the job run and return at once
 
     def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
-        results: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # Results are collected with list.append (one atomic builtin call) and
+        # handed over once the latch opens: in completion order, no per-item wake-up.
+        results: list[Any] = []
         put = self._jobs.put
-        count = 0
+        sink = results.append
         for item in items:
-            put((fn, (item,), results.put))
-            count += 1
-        return (results.get() for _ in range(count))
+            self._submitted += 1
+            put((fn, (item,), sink))
+        self.wait([])
+        return iter(results)
 
     def cancel_backlog(self, handles: list[Any]) -> None:
         get = self._jobs.get_nowait
         try:
             while True:
-                job = get()
-                job[2](None)  # a dropped call still counts for wait()
+                get()
+                if next(self._arrivals) == self._target:  # a dropped call still counts
+                    self._done.set()
         except queue.Empty:
             pass
 

@@ -563,7 +563,7 @@ def plots(outdir: Path) -> list[Path]:
     stamp = f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d}; {machine()}"
     written = []
 
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    fig, ax = plt.subplots(figsize=(8, 5.6), dpi=110)
     sweep: dict[int, list[Row]] = _LAST["sweep"]
     counts = list(sweep)
     for name in (row.name for row in sweep[counts[0]]):
@@ -577,7 +577,7 @@ def plots(outdir: Path) -> list[Path]:
     ax.set_ylabel("no-op tasks per second (submit + result)")
     ax.set_title(f"Throughput against max_workers\n{stamp}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3)
     fig.tight_layout()
     written.append(outdir / "pools_throughput_vs_workers.png")
     fig.savefig(written[-1])
