@@ -140,6 +140,13 @@ class TestDropIn:
         assert pool.submit(read_then_set).result(timeout=5) == "submitter"
         assert var.get() == "submitter"
 
+    def test_shutdown_waiting_from_a_worker_raises_like_stdlib(self) -> None:
+        ex = CancellableThreadPoolExecutor(1)
+        fut = ex.submit(ex.shutdown, wait=True)
+        with pytest.raises(RuntimeError, match="cannot join current thread"):
+            fut.result(timeout=5)
+        ex.shutdown()
+
     def test_repr_shows_state(self, pool: CancellableThreadPoolExecutor) -> None:
         fut = pool.submit(int, "7")
         fut.result(timeout=5)
@@ -180,6 +187,7 @@ class TestPendingCancellation:
         with pytest.raises(OperationCancelledError) as raised:
             futures[0].result()
         assert raised.value.reason == "stop"
+        assert futures[5].token.reason == "stop"  # made after the task ended
         gate.set()
         pool.shutdown(wait=True)
         assert ran == []

@@ -42,6 +42,7 @@ from typing import Any, Final, Literal, ParamSpec, TypeVar, final, overload
 
 from ._errors import OperationCancelledError
 from ._future import _CXL, _FIN, CancellableFuture
+from ._primitives import _check_timeout
 from ._token import (
     CancellationToken,
     CancellationTokenRegistration,
@@ -69,6 +70,7 @@ _exiting = False
 _exit_wait_hooks: list[Callable[[str], object]] = []
 
 
+_NO_KWARGS: Final[dict[str, Any]] = {}
 # Pending tasks a drain ends per hold of their group's lock.
 _DRAIN_BATCH: Final = 512
 # Emptied groups are forgotten in batches of at least this many.
@@ -94,6 +96,7 @@ class _Core:
         "full",
         "gen",
         "idle",
+        "launching",
         "lock",
         "max_pending",
         "pending",
@@ -127,6 +130,10 @@ class _Core:
         # notify on their way out.
         self.alive = 0
         self.exited = threading.Condition(threading.Lock())
+        # Threads being started, each already counted in ``alive``. The
+        # thread and its starter each pop it (an atomic dict.pop); whichever
+        # gets None knows the other one has settled the count.
+        self.launching: dict[threading.Thread, bool] = {}
 
     def wait_for_workers(self, threads: list[threading.Thread]) -> None:
         """Block until every worker has finished, then join them.
@@ -136,9 +143,12 @@ class _Core:
         can mark a still-running thread as stopped, and then nobody (not even
         the interpreter at exit) waits for it any more.
         """
-        with self.exited:
-            while self.alive:
-                self.exited.wait()
+        if threading.get_ident() not in self.worker_ids:
+            with self.exited:
+                while self.alive:
+                    self.exited.wait()
+        # From one of the pool's own workers this raises the stdlib's
+        # "cannot join current thread", as ThreadPoolExecutor does.
         for thread in threads:
             thread.join()
 
@@ -150,21 +160,29 @@ class _Core:
         task never takes the pool's lock. The caller unregisters outside the
         lock (``unregister`` may wait for a callback that takes it).
         """
-        empties, self.empties = self.empties, []
+        empties = self.empties
         stale = []
-        for group in empties:
+        retry = []
+        # Pop in place: workers append concurrently (list.pop and append are
+        # atomic), and no new list is allocated per collection.
+        while empties:
+            group = empties.pop()
+            groups = group.gen.groups
+            if group or groups.get(group.token) is not group:
+                # In use again (noted anew when it empties), or forgotten
+                # already: a group can be noted empty more than once.
+                continue
             reg = group.reg
             if reg is None:
                 # Its registration is still being made (outside the lock):
                 # look again next time.
-                self.empties.append(group)
-                continue
-            groups = group.gen.groups
-            if group.items or groups.get(group.token) is not group:
+                retry.append(group)
                 continue
             del groups[group.token]
             group.reg = None
             stale.append(reg)
+        if retry:
+            empties.extend(retry)
         return stale
 
     def free_slots(self, count: int) -> None:
@@ -176,9 +194,12 @@ class _Core:
         with self.lock:
             self.broken = "A thread initializer failed, the thread pool is not usable anymore"
             groups = list(self.gen.groups.values())
+        errors: list[BaseException] = []
         for group in groups:
-            group.drain(None, BrokenThreadPool(self.broken))
+            group.drain(None, BrokenThreadPool(self.broken), errors)
         self.wake_blocked_submitters()
+        if errors:
+            _raise_errors(errors)
 
     def wake_blocked_submitters(self) -> None:
         if self.bounded:
@@ -204,14 +225,22 @@ class _Gen:
         with self.core.lock:
             self.dead = True
             groups = list(self.groups.values())
+        errors: list[BaseException] = []
         for group in groups:
-            group.drain(self.token, None)
+            group.drain(self.token, None, errors)
+        if errors:
+            _raise_errors(errors)
 
 
-class _Group:
-    """The pending tasks of one generation submitted with one token."""
+class _Group(dict["CancellableFuture[Any]", bool]):
+    """The pending tasks of one generation submitted with one token.
 
-    __slots__ = ("core", "dead", "gen", "items", "lock", "reg", "token", "watch")
+    The group is itself the dict of its pending tasks (used as an ordered
+    set): one object less per submit token for the allocator and the
+    garbage collector.
+    """
+
+    __slots__ = ("core", "dead", "gen", "lock", "reg", "token", "watch")
 
     def __init__(self, gen: _Gen, token: CancellationToken | None) -> None:
         # Orders a task finishing against the first thread that observes its
@@ -221,7 +250,6 @@ class _Group:
         self.gen = gen
         self.token = token
         self.dead = False
-        self.items: dict[CancellableFuture[Any], bool] = {}
         self.reg: CancellationTokenRegistration | None = None
         # Whether a claim needs bookkeeping beyond the pop itself.
         self.watch = token is not None or self.core.bounded
@@ -240,7 +268,7 @@ class _Group:
     def claimed(self) -> None:
         """Bookkeeping after one task left ``items`` (started or cancelled)."""
         core = self.core
-        if self.token is not None and not self.items:
+        if self.token is not None and not self:
             core.empties.append(self)
         if core.bounded:
             core.free_slots(1)
@@ -248,11 +276,25 @@ class _Group:
     def token_cancelled(self) -> None:
         with self.core.lock:
             self.dead = True
-        self.drain(self.token, None)
+        errors: list[BaseException] = []
+        self.drain(self.token, None, errors)
+        if errors:
+            _raise_errors(errors)
 
-    def drain(self, cause: CancellationToken | None, error: BaseException | None) -> None:
-        """End every pending task: cancelled by ``cause``, or failed with ``error``."""
-        items = self.items
+    def drain(
+        self,
+        cause: CancellationToken | None,
+        error: BaseException | None,
+        errors: list[BaseException],
+    ) -> None:
+        """End every pending task: cancelled by ``cause``, or failed with ``error``.
+
+        What a done-callback raises past the ``concurrent.futures`` logger (a
+        `BaseException` such as KeyboardInterrupt) is appended to ``errors``
+        for the caller to raise once every task of the group has ended: a
+        popped task is owned by this drain and nobody else can end it.
+        """
+        items = self
         count = 0
         observed = []
         popitem = items.popitem
@@ -274,20 +316,35 @@ class _Group:
                         future._cause = cause
                         future._st = CANCELLED_AND_NOTIFIED
                         future._sync = _CXL
+                        future._group = None
                     else:
                         observed.append(future)
             for future in observed:
-                if error is None:
-                    future._cancel_claimed(cause)
-                else:
-                    future._st = RUNNING
-                    future._finish(_FIN, None, error)
+                try:
+                    if error is None:
+                        future._cancel_claimed(cause)
+                    else:
+                        future._st = RUNNING
+                        future._finish(_FIN, None, error)
+                except BaseException as raised:  # the caller raises it once all have ended
+                    errors.append(raised)
             observed.clear()
         core = self.core
         if self.token is not None:
             core.empties.append(self)
         if count and core.bounded:
             core.free_slots(count)
+
+
+def _raise_errors(errors: list[BaseException]) -> None:
+    """Raise what done-callbacks raised during a drain: the error itself if
+    there was one, else all of them as one group."""
+    try:
+        if len(errors) == 1:
+            raise errors[0]
+        raise BaseExceptionGroup("errors in done-callbacks of cancelled tasks", errors)
+    finally:
+        errors.clear()  # no cycle through the traceback's frames
 
 
 def _run_task(
@@ -339,15 +396,13 @@ def _work(
                     return
                 continue
             group = future._group
-            if group.items.pop(future, None) is None:  # type: ignore[union-attr]
+            if group is None or group.pop(future, None) is None:
                 continue  # cancelled while pending
-            if group.watch:  # type: ignore[union-attr]
-                group.claimed()  # type: ignore[union-attr]
-            if group.dead or group.gen.dead:  # type: ignore[union-attr]
+            if group.watch:
+                group.claimed()
+            if group.dead or group.gen.dead:
                 # Claimed while a cancel is draining the group: do not start it.
-                future._cancel_claimed(
-                    group.token if group.dead else group.gen.token  # type: ignore[union-attr]
-                )
+                future._cancel_claimed(group.token if group.dead else group.gen.token)
                 continue
             future._st = RUNNING
             reg = future._treg
@@ -388,9 +443,24 @@ def _worker(
     initializer: Callable[..., object] | None,
     initargs: tuple[Any, ...],
 ) -> None:
+    this = threading.current_thread()
+    if core.launching.pop(this, None) is None:
+        # Thread.start() raised (a Ctrl-C while it waited for this thread to
+        # signal) and its caller took this worker's count back, not knowing
+        # the thread was launched: count it again, or its exit below would
+        # leave ``alive`` at -1.
+        with core.exited:
+            core.alive += 1
+        with core.lock:
+            core.threads.add(this)
+    del this
     try:
         _work(core, executor_ref, initializer, initargs)
     finally:
+        # The system reuses a dead thread's id for new threads: one that is
+        # not a worker must not pass for one (shutdown would not wait, a
+        # bounded submit would not block).
+        core.worker_ids.discard(threading.get_ident())
         with core.exited:
             core.alive -= 1
             core.exited.notify_all()
@@ -423,7 +493,8 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
     Raises:
         ValueError: ``max_workers`` or ``max_pending`` is not greater than 0.
         TypeError: ``initializer`` is not callable, ``token`` is not a
-            `CancellationToken`, or ``max_pending`` is not an integer.
+            `CancellationToken`, or ``max_workers`` or ``max_pending`` is not
+            an integer.
     """
 
     __module__ = "cancellable"
@@ -440,6 +511,10 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
     ) -> None:
         if max_workers is None:
             max_workers = min(32, (os.cpu_count() or 1) + 4)
+        elif isinstance(max_workers, bool) or not isinstance(max_workers, int):
+            raise TypeError(
+                f"max_workers must be an integer or None, got {type(max_workers).__name__!r}"
+            )
         if max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
         if initializer is not None and not callable(initializer):
@@ -565,7 +640,9 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         future: CancellableFuture[_R] = _new(CancellableFuture)
         future._fn = fn
         future._args = args
-        future._kwargs = kwargs
+        # Share one empty dict rather than keep the call's own alive until the
+        # task runs (``**`` copies it for the callee anyway).
+        future._kwargs = kwargs or _NO_KWARGS
         future._ctx = copy_context()
         cause = None
         new_group = None
@@ -593,7 +670,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
                 elif group.dead or (tok is not None and tok._cancelled):
                     cause = tok
                 else:
-                    group.items[future] = True
+                    group[future] = True
                     core.queue.put(future)
                     if not core.full:
                         self._adjust_thread_count()
@@ -666,11 +743,21 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             )
             with core.exited:
                 core.alive += 1
+            core.launching[thread] = True
             try:
                 thread.start()
             except BaseException:
-                with core.exited:
-                    core.alive -= 1
+                # The thread may or may not have been launched (a Ctrl-C can
+                # land once it runs, while start() waits for its signal).
+                if core.launching.pop(thread, None) is None:
+                    # It already runs, and counted: it is a worker.
+                    core.threads.add(thread)
+                else:
+                    # Not running yet, perhaps never: take the count back (a
+                    # thread that does run after all counts itself again).
+                    with core.exited:
+                        core.alive -= 1
+                        core.exited.notify_all()
                 raise
             core.threads.add(thread)
             if num_threads + 1 >= self._max_workers:
@@ -687,8 +774,6 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         Raises:
             TypeError: ``token`` is not a `CancellationToken`.
         """
-        if token.__class__ is not CancellationToken:
-            raise TypeError(f"token must be a CancellationToken, got {type(token).__name__!r}")
         return TokenBoundExecutor(self, token)
 
     @overload
@@ -756,8 +841,9 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             token: Cancels the calls; None means the ambient token.
 
         Raises:
-            TypeError: ``buffersize`` is not an integer.
-            ValueError: ``buffersize`` is less than 1.
+            TypeError: ``buffersize`` is not an integer, ``timeout`` is not a
+                number or ``token`` is not a `CancellationToken`.
+            ValueError: ``buffersize`` is less than 1, or ``timeout`` is NaN.
             TimeoutError: (while iterating) a result was not ready in time.
             OperationCancelledError: (while iterating) ``token`` was cancelled
                 before the next result could be delivered.
@@ -771,7 +857,11 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             raise TypeError(
                 f"token must be a CancellationToken or None, got {type(token).__name__!r}"
             )
-        deadline = None if timeout is None else timeout + time.monotonic()
+        if timeout is None:
+            deadline = None
+        else:
+            _check_timeout(timeout)
+            deadline = timeout + time.monotonic()
         parent = token if token is not None else _current_token_or_none()
         if parent is not None and parent._lock is None:
             parent = None
@@ -852,6 +942,18 @@ class TokenBoundExecutor:
     __module__ = "cancellable"
 
     def __init__(self, executor: CancellableThreadPoolExecutor, token: CancellationToken) -> None:
+        """Bind ``token`` to ``executor`` (``executor.with_token(token)`` is the usual spelling).
+
+        Raises:
+            TypeError: ``executor`` is not a `CancellableThreadPoolExecutor`,
+                or ``token`` is not a `CancellationToken`.
+        """
+        if not isinstance(executor, CancellableThreadPoolExecutor):
+            raise TypeError(
+                f"executor must be a CancellableThreadPoolExecutor, got {type(executor).__name__!r}"
+            )
+        if token.__class__ is not CancellationToken:
+            raise TypeError(f"token must be a CancellationToken, got {type(token).__name__!r}")
         self._executor = executor
         self._token = token
 
@@ -996,6 +1098,7 @@ def _after_fork_in_child() -> None:
         core.worker_ids.clear()
         core.exited = threading.Condition(threading.Lock())
         core.alive = 0
+        core.launching.clear()
 
 
 if hasattr(os, "register_at_fork"):

@@ -37,6 +37,7 @@ from concurrent.futures._base import (
 from contextvars import Context
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+from ._primitives import _check_timeout
 from ._token import CancellationToken, CancellationTokenRegistration, _link, _new_token
 
 if TYPE_CHECKING:
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
 __all__ = ["CancellableFuture"]
 
 _R = TypeVar("_R")
-_new = object.__new__
 
 _DONE_STATES: Final = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
 _CANCELLED_STATES: Final = (CANCELLED, CANCELLED_AND_NOTIFIED)
@@ -178,7 +178,11 @@ class CancellableFuture(Future[_R]):
         if sync is None:
             # Only executor futures start without one; their group's lock
             # orders this against _finish.
-            with self._group.lock:  # type: ignore[union-attr]
+            group = self._group
+            if group is None:
+                # _finish stores the final state before letting the group go.
+                return self._sync  # type: ignore[return-value]
+            with group.lock:
                 sync = self._sync
                 if sync is None:
                     sync = self._sync = _Sync()
@@ -232,6 +236,9 @@ class CancellableFuture(Future[_R]):
                     self._exception = exception
                     self._st = final.state
                     self._sync = final
+                    # Done: let the group, its token and whatever they hold
+                    # go as soon as the pool forgets them.
+                    self._group = None
                     return
         if sync.__class__ is _Final:
             raise InvalidStateError(f"{self._state}: {self!r}")
@@ -253,6 +260,7 @@ class CancellableFuture(Future[_R]):
                 for waiter in sync.waiters:  # type: ignore[union-attr]
                     waiter.add_exception(self)
             cond.notify_all()
+        self._group = None
         callbacks = sync.callbacks  # type: ignore[union-attr]
         if callbacks:
             sync.callbacks = []  # type: ignore[union-attr]
@@ -307,7 +315,7 @@ class CancellableFuture(Future[_R]):
         group = self._group
         if group is None:
             return self._cancel_standalone()
-        if group.items.pop(self, None) is not None:
+        if group.pop(self, None) is not None:
             self._cancel_claimed(None)
             group.claimed()
             return True
@@ -373,6 +381,9 @@ class CancellableFuture(Future[_R]):
                 this is an `OperationCancelledError` carrying that token and its
                 reason.
             TimeoutError: The task was not done within ``timeout``.
+            TypeError: ``timeout`` is not a number (checked only if the task
+                is not done yet).
+            ValueError: ``timeout`` is NaN (likewise).
             Exception: Whatever the task raised.
         """
         if self._st == FINISHED:
@@ -390,6 +401,9 @@ class CancellableFuture(Future[_R]):
         Raises:
             CancelledError: The task was cancelled.
             TimeoutError: The task was not done within ``timeout``.
+            TypeError: ``timeout`` is not a number (checked only if the task
+                is not done yet).
+            ValueError: ``timeout`` is NaN (likewise).
         """
         state = self._wait(timeout)
         if state == FINISHED:
@@ -402,6 +416,9 @@ class CancellableFuture(Future[_R]):
         state = self._state
         if state in _DONE_STATES and state != CANCELLED:
             return state
+        if timeout is not None:
+            # Only here, on the way to blocking: a done future answers at once.
+            _check_timeout(timeout)
         sync = self._ensure_sync()
         if sync.__class__ is _Final:
             return sync.state
@@ -470,7 +487,7 @@ class CancellableFuture(Future[_R]):
         """
         group = self._group
         if group is not None:
-            if group.items.pop(self, None) is not None:
+            if group.pop(self, None) is not None:
                 self._st = RUNNING
                 group.claimed()
                 return True
@@ -534,6 +551,10 @@ class CancellableFuture(Future[_R]):
         group = self._group
         if group is not None:
             _link(token, group.parents)
+        elif self._cause is not None:
+            # A task that ended cancelled (its group already let go): its
+            # token is cancelled with the same reason.
+            _link(token, (self._cause,))
         lock = group.lock if group is not None else _STANDALONE_LOCK
         with lock:
             won = self._tok
@@ -550,7 +571,7 @@ class CancellableFuture(Future[_R]):
 
     def _token_cancelled(self) -> None:
         group = self._group
-        if group is not None and group.items.pop(self, None) is not None:
+        if group is not None and group.pop(self, None) is not None:
             self._cancel_claimed(self._tok)
             group.claimed()
 
@@ -565,8 +586,3 @@ class CancellableFuture(Future[_R]):
         if self._tok is None and self._state in _DONE_STATES:
             return
         self.token._cancel_and_log(reason)
-
-
-def _new_future() -> CancellableFuture[Any]:
-    future: CancellableFuture[Any] = _new(CancellableFuture)
-    return future

@@ -14,6 +14,7 @@ are the stdlib functions themselves.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import os
 import time
 import weakref
 from _thread import allocate_lock
@@ -22,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures._base import DoneAndNotDoneFutures
 from typing import Any, TypeVar, final
 
-from ._primitives import _starts_cancelled, _timeout_arg, _Waiter
+from ._primitives import _check_wait, _starts_cancelled, _timeout_arg, _Waiter
 from ._token import _NONE, CancellationToken, _ambient, current_token
 
 __all__ = ["as_completed", "result", "wait"]
@@ -69,6 +70,15 @@ _registry_lock = allocate_lock()
 _watches: weakref.WeakKeyDictionary[cf.Future[Any], _Watch] = weakref.WeakKeyDictionary()
 # Futures that cannot be weakly referenced, until they are done.
 _strong: dict[int, tuple[cf.Future[Any], _Watch]] = {}
+
+
+def _after_fork_in_child() -> None:
+    # Another thread may have held the registry lock at the fork.
+    _registry_lock._at_fork_reinit()  # type: ignore[attr-defined]
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _watch(future: cf.Future[Any]) -> _Watch:
@@ -150,6 +160,7 @@ def wait(
             "return_when must be FIRST_COMPLETED, FIRST_EXCEPTION or ALL_COMPLETED, "
             f"got {return_when!r}"
         )
+    _check_wait(timeout, token)
     if _starts_cancelled(token, timeout):
         token._raise_cancelled()  # type: ignore[union-attr]
     futures = set(fs)
@@ -215,6 +226,7 @@ def as_completed(
             still pending (or an explicit token already was, at the start).
         TimeoutError: The timeout passed with futures still pending.
     """
+    _check_wait(timeout, token)
     if _starts_cancelled(token, timeout):
         token._raise_cancelled()  # type: ignore[union-attr]
     if (token is None and _ambient.get() is _NONE) or (token is not None and token._lock is None):
@@ -284,8 +296,14 @@ def result(
         concurrent.futures.CancelledError: The future itself was cancelled.
         Exception: Whatever the future's call raised.
     """
-    if _starts_cancelled(token, timeout):
-        token._raise_cancelled()  # type: ignore[union-attr]
+    if not isinstance(future, cf.Future):
+        raise TypeError(
+            f"future must be a concurrent.futures.Future, got {type(future).__name__!r}"
+        )
+    if timeout is not None or token is not None:
+        _check_wait(timeout, token)
+        if _starts_cancelled(token, timeout):
+            token._raise_cancelled()  # type: ignore[union-attr]
     if future.done() or (timeout is not None and timeout <= 0):
         return future.result(timeout)
     if token is None:

@@ -22,6 +22,7 @@ cancelled raises up front, even when the call could complete.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from _thread import LockType, allocate_lock
@@ -29,13 +30,14 @@ from _thread import RLock as _CRLock
 from collections import deque
 from collections.abc import Callable
 from contextlib import suppress
+from numbers import Real
 from threading import TIMEOUT_MAX
 from types import TracebackType
 from typing import Any, Final, Protocol, TypeVar, final
 
 from ._checks import check_seconds
 from ._errors import OperationCancelledError
-from ._token import CancellationToken, current_token
+from ._token import CancellationToken, CancellationTokenSource, current_token
 
 __all__ = [
     "Barrier",
@@ -113,6 +115,38 @@ def _timeout_arg(timeout: float | None) -> float:
     return min(timeout, TIMEOUT_MAX)
 
 
+def _check_timeout(timeout: object) -> None:
+    """Reject a timeout that is not a real number, or is NaN (the stdlib would spin or
+    fail with an unrelated message). Negative values keep their stdlib meaning."""
+    cls = timeout.__class__
+    if cls is float:
+        if timeout != timeout:  # noqa: PLR0124 (NaN is the one value unequal to itself)
+            raise ValueError("timeout must not be NaN")
+    elif cls is not int:
+        if not isinstance(timeout, Real):
+            raise TypeError(
+                f"timeout must be a number of seconds or None, got {type(timeout).__name__!r}"
+            )
+        if timeout != timeout:  # noqa: PLR0124
+            raise ValueError("timeout must not be NaN")
+
+
+def _check_token(token: object) -> None:
+    """Reject a ``token=`` that is neither None nor a `CancellationToken`."""
+    if token is not None and token.__class__ is not CancellationToken:
+        if isinstance(token, CancellationTokenSource):
+            raise TypeError("token must be a CancellationToken or None; pass source.token")
+        raise TypeError(f"token must be a CancellationToken or None, got {type(token).__name__!r}")
+
+
+def _check_wait(timeout: object, token: object) -> None:
+    """The argument checks of every timed, token-aware wait."""
+    if timeout is not None:
+        _check_timeout(timeout)
+    if token is not None and token.__class__ is not CancellationToken:
+        _check_token(token)
+
+
 def _starts_cancelled(token: CancellationToken | None, timeout: float | None) -> bool:
     """An explicit token already cancelled, on a call that may block."""
     return token is not None and token._cancelled and (timeout is None or timeout > 0)
@@ -165,6 +199,47 @@ class _WaitableLock:
         self._block = allocate_lock()
         self._mutex = allocate_lock()
         self._waiters = deque()
+
+    def acquire(
+        self, blocking: bool = True, timeout: float = -1, *, token: CancellationToken | None = None
+    ) -> bool:
+        """Acquire the lock, blocking until it is free unless ``blocking`` is False.
+
+        An `RLock` that this thread holds is re-entered at once.
+
+        Args:
+            blocking: False to return at once instead of blocking.
+            timeout: Seconds to block at most; -1 waits without limit.
+            token: Cancels the wait; None means `current_token()`, read only
+                when the call has to block.
+
+        Returns:
+            True if the lock was acquired, False if not (non-blocking or timeout).
+
+        Raises:
+            OperationCancelledError: The token was cancelled before the lock
+                was acquired; the lock is not held (or, for an `RLock`, not
+                one more time).
+            ValueError: A timeout with ``blocking=False``, or a negative one.
+            OverflowError: ``timeout`` exceeds `threading.TIMEOUT_MAX`.
+        """
+        if timeout != -1:
+            _check_timeout(timeout)
+            _check_lock_args(blocking, timeout)
+            if timeout == 0:
+                blocking = False
+        if token is not None:
+            if token.__class__ is not CancellationToken:
+                _check_token(token)
+            if blocking and token._cancelled:
+                token._raise_cancelled()
+        if self._block.acquire(False):
+            return True
+        if not blocking:
+            return False
+        return self._wait_free(timeout, token)
+
+    __enter__ = acquire
 
     def _wait_free(self, timeout: float, token: CancellationToken | None) -> bool:
         """Block until the C lock is ours, the timeout passes or the token is cancelled."""
@@ -229,40 +304,6 @@ class Lock(_WaitableLock):
     __slots__ = ()
     __module__ = "cancellable"
 
-    def acquire(
-        self, blocking: bool = True, timeout: float = -1, *, token: CancellationToken | None = None
-    ) -> bool:
-        """Acquire the lock, blocking until it is free unless ``blocking`` is False.
-
-        Args:
-            blocking: False to return at once instead of blocking.
-            timeout: Seconds to block at most; -1 waits without limit.
-            token: Cancels the wait; None means `current_token()`, read only
-                when the call has to block.
-
-        Returns:
-            True if the lock was acquired, False if not (non-blocking or timeout).
-
-        Raises:
-            OperationCancelledError: The token was cancelled before the lock
-                was acquired; the lock is not held.
-            ValueError: A timeout with ``blocking=False``, or a negative one.
-            OverflowError: ``timeout`` exceeds `threading.TIMEOUT_MAX`.
-        """
-        if timeout != -1:
-            _check_lock_args(blocking, timeout)
-            if timeout == 0:
-                blocking = False
-        if token is not None and blocking and token._cancelled:
-            token._raise_cancelled()
-        if self._block.acquire(False):
-            return True
-        if not blocking:
-            return False
-        return self._wait_free(timeout, token)
-
-    __enter__ = acquire
-
     def release(self) -> None:
         """Release the lock; any thread may. Never blocks.
 
@@ -322,40 +363,6 @@ class RLock(_WaitableLock):
     def __init__(self) -> None:
         super().__init__()
         self._block = _CRLock()
-
-    def acquire(
-        self, blocking: bool = True, timeout: float = -1, *, token: CancellationToken | None = None
-    ) -> bool:
-        """Acquire the lock, or re-enter it if this thread holds it.
-
-        Args:
-            blocking: False to return at once instead of blocking.
-            timeout: Seconds to block at most; -1 waits without limit.
-            token: Cancels the wait; None means `current_token()`, read only
-                when the call has to block.
-
-        Returns:
-            True if the lock was acquired, False if not (non-blocking or timeout).
-
-        Raises:
-            OperationCancelledError: The token was cancelled before the lock
-                was acquired; the lock is not held (one more time).
-            ValueError: A timeout with ``blocking=False``, or a negative one.
-            OverflowError: ``timeout`` exceeds `threading.TIMEOUT_MAX`.
-        """
-        if timeout != -1:
-            _check_lock_args(blocking, timeout)
-            if timeout == 0:
-                blocking = False
-        if token is not None and blocking and token._cancelled:
-            token._raise_cancelled()
-        if self._block.acquire(False):
-            return True
-        if not blocking:
-            return False
-        return self._wait_free(timeout, token)
-
-    __enter__ = acquire
 
     def release(self) -> None:
         """Release the lock once; the last release frees it. Never blocks.
@@ -435,6 +442,12 @@ class Condition(threading.Condition):
     _acquire_restore: Callable[[Any], None]
 
     def __init__(self, lock: _LockLike | None = None) -> None:
+        if lock is not None and not (
+            callable(getattr(lock, "acquire", None)) and callable(getattr(lock, "release", None))
+        ):
+            raise TypeError(
+                f"lock must have acquire() and release() methods, got {type(lock).__name__!r}"
+            )
         super().__init__(RLock() if lock is None else lock)  # type: ignore[arg-type]
 
     def wait(self, timeout: float | None = None, *, token: CancellationToken | None = None) -> bool:
@@ -452,6 +465,8 @@ class Condition(threading.Condition):
                 reached this waiter. The lock is held again when it raises.
             RuntimeError: The calling thread does not hold the lock.
         """
+        if timeout is not None or token is not None:
+            _check_wait(timeout, token)
         if token is None:
             token = current_token()
         if token._lock is None or (timeout is not None and timeout <= 0):
@@ -500,6 +515,7 @@ class Condition(threading.Condition):
                 an explicit token already was); the lock is held again.
             RuntimeError: The calling thread does not hold the lock.
         """
+        _check_wait(timeout, token)
         if _starts_cancelled(token, timeout):
             token._raise_cancelled()  # type: ignore[union-attr]
         endtime = None
@@ -548,8 +564,10 @@ class Event(threading.Event):
             OperationCancelledError: The token was cancelled before the flag
                 was set (or an explicit token already was).
         """
-        if token is not None and _starts_cancelled(token, timeout):
-            token._raise_cancelled()
+        if timeout is not None or token is not None:
+            _check_wait(timeout, token)
+            if _starts_cancelled(token, timeout):
+                token._raise_cancelled()  # type: ignore[union-attr]
         if self._flag:
             return True
         with self._cond:
@@ -567,6 +585,8 @@ class Semaphore(threading.Semaphore):
     _cond: Condition
 
     def __init__(self, value: int = 1) -> None:
+        if not isinstance(value, int):
+            raise TypeError(f"value must be an integer, got {type(value).__name__!r}")
         if value < 0:
             raise ValueError("semaphore initial value must be >= 0")
         self._cond = Condition(allocate_lock())
@@ -597,8 +617,10 @@ class Semaphore(threading.Semaphore):
         """
         if not blocking and timeout is not None:
             raise ValueError("can't specify timeout for non-blocking acquire")
-        if token is not None and blocking and _starts_cancelled(token, timeout):
-            token._raise_cancelled()
+        if timeout is not None or token is not None:
+            _check_wait(timeout, token)
+            if blocking and _starts_cancelled(token, timeout):
+                token._raise_cancelled()  # type: ignore[union-attr]
         rc = False
         endtime = None
         with self._cond:
@@ -654,6 +676,14 @@ class Barrier(threading.Barrier):
     def __init__(
         self, parties: int, action: Callable[[], None] | None = None, timeout: float | None = None
     ) -> None:
+        if isinstance(parties, bool) or not isinstance(parties, int):
+            raise TypeError(f"parties must be an integer, got {type(parties).__name__!r}")
+        if parties < 1:
+            raise ValueError(f"parties must be at least 1, got {parties!r}")
+        if action is not None and not callable(action):
+            raise TypeError(f"action must be callable or None, got {type(action).__name__!r}")
+        if timeout is not None:
+            _check_timeout(timeout)
         super().__init__(parties, action, timeout)
         self._cond = Condition(allocate_lock())
 
@@ -674,8 +704,10 @@ class Barrier(threading.Barrier):
         """
         if timeout is None:
             timeout = self._timeout
-        if token is not None and _starts_cancelled(token, timeout):
-            token._raise_cancelled()
+        if timeout is not None or token is not None:
+            _check_wait(timeout, token)
+            if _starts_cancelled(token, timeout):
+                token._raise_cancelled()  # type: ignore[union-attr]
         cond = self._cond
         with cond:
             while self._state in (-1, 1):  # draining or resetting
@@ -727,6 +759,8 @@ def sleep(seconds: float, *, token: CancellationToken | None = None) -> None:
         ValueError: ``seconds`` is negative or NaN.
     """
     limit = check_seconds(seconds, "seconds")
+    if token is not None and token.__class__ is not CancellationToken:
+        _check_token(token)
     if limit == 0:
         time.sleep(0)
         return
@@ -777,6 +811,9 @@ def join(
         OperationCancelledError: The token was cancelled before the thread ended.
         RuntimeError: ``thread`` is the current thread or was never started.
     """
+    if not isinstance(thread, threading.Thread):
+        raise TypeError(f"thread must be a threading.Thread, got {type(thread).__name__!r}")
+    _check_wait(timeout, token)
     if _starts_cancelled(token, timeout):
         token._raise_cancelled()  # type: ignore[union-attr]
     thread.join(0)  # the stdlib's checks; returns at once
@@ -804,6 +841,16 @@ def join(
     if ended.wait(timeout, token=token):
         thread.join()
 
+
+def _after_fork_in_child() -> None:
+    # Another thread may have held the lock at the fork; no thread of the
+    # parent runs here, so no watch is left to finish either.
+    _join_lock._at_fork_reinit()  # type: ignore[attr-defined]
+    _join_watches.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 for _fn in (sleep, join):
     _fn.__module__ = "cancellable"

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 if TYPE_CHECKING:
     from _typeshed import SupportsRichComparison
 
-from ._primitives import Condition, _starts_cancelled
+from ._primitives import Condition, _check_token, _check_wait, _starts_cancelled
 from ._token import CancellationToken
 
 __all__ = ["LifoQueue", "PriorityQueue", "Queue"]
@@ -41,6 +41,8 @@ class Queue(queue.Queue[_T]):
     all_tasks_done: Condition
 
     def __init__(self, maxsize: int = 0) -> None:
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int | float):
+            raise TypeError(f"maxsize must be an integer, got {type(maxsize).__name__!r}")
         self.maxsize = maxsize
         self._init(maxsize)
         self.mutex = allocate_lock()
@@ -72,8 +74,10 @@ class Queue(queue.Queue[_T]):
             queue.Full: No room (non-blocking, or after the timeout).
             ValueError: ``timeout`` is negative.
         """
-        if token is not None and block and _starts_cancelled(token, timeout):
-            token._raise_cancelled()
+        if timeout is not None or token is not None:
+            _check_wait(timeout, token)
+            if block and _starts_cancelled(token, timeout):
+                token._raise_cancelled()  # type: ignore[union-attr]
         with self.not_full:
             if self.maxsize > 0:
                 if not block:
@@ -119,8 +123,10 @@ class Queue(queue.Queue[_T]):
             queue.Empty: No item (non-blocking, or after the timeout).
             ValueError: ``timeout`` is negative.
         """
-        if token is not None and block and _starts_cancelled(token, timeout):
-            token._raise_cancelled()
+        if timeout is not None or token is not None:
+            _check_wait(timeout, token)
+            if block and _starts_cancelled(token, timeout):
+                token._raise_cancelled()  # type: ignore[union-attr]
         with self.not_empty:
             if not block:
                 if not self._qsize():
@@ -152,8 +158,11 @@ class Queue(queue.Queue[_T]):
             OperationCancelledError: The token was cancelled first (or an
                 explicit token already was).
         """
-        if token is not None and token._cancelled:
-            token._raise_cancelled()
+        if token is not None:
+            if token.__class__ is not CancellationToken:
+                _check_token(token)
+            if token._cancelled:
+                token._raise_cancelled()
         with self.all_tasks_done:
             while self.unfinished_tasks:
                 self.all_tasks_done.wait(token=token)
