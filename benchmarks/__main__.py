@@ -1,9 +1,13 @@
-"""``python -m benchmarks [--quick] [--only NAME ...]``: run every benchmark, one process.
+"""``python -m benchmarks [--quick] [--only NAME ...] [--no-plots]``: every benchmark, one process.
 
 Each ``benchmarks/bench_*.py`` module exposes ``run(quick: bool) -> str``
 returning markdown. This runner calls them in turn, prints their tables with a
 header naming the date, machine and command, and writes the same text to
-``benchmarks/results/latest.md``. Progress goes to stderr.
+``benchmarks/results/latest.md``. ``run`` may take a keyword ``tiny``
+(``--tiny``: smoke-test sizes for the test suite). A module may also expose ``plots(outdir)``,
+which draws what its last ``run`` measured as PNG files (matplotlib, from the
+``bench`` extra; without it the plots are skipped with a message). Progress
+goes to stderr.
 """
 
 from __future__ import annotations
@@ -11,10 +15,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib
+import inspect
 import pkgutil
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 
 from benchmarks._harness import machine
 
@@ -28,14 +34,35 @@ def discover() -> list[str]:
     )
 
 
+def _plot(module: ModuleType, outdir: Path) -> None:
+    try:
+        paths = module.plots(outdir)
+    except ImportError as error:
+        print(f"    no plots: {error.name or error} is not installed", file=sys.stderr)
+        return
+    for path in paths:
+        print(f"    wrote {path}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the selected benchmarks and print one markdown report."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, few rounds")
     parser.add_argument(
+        "--tiny", action="store_true", help="smoke-test sizes, seconds in all: figures mean nothing"
+    )
+    parser.add_argument(
         "--only", nargs="+", metavar="NAME", help="run only these modules (e.g. bench_token)"
     )
-    parser.add_argument("--out", type=Path, default=HERE / "results", help="folder for latest.md")
+    parser.add_argument(
+        "--out", type=Path, default=HERE / "results", help="folder for latest.md and the plots"
+    )
+    parser.add_argument(
+        "--plots",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="draw PNG plots for modules that offer them (default: on)",
+    )
     args = parser.parse_args(argv)
     names = discover()
     if args.only:
@@ -44,16 +71,24 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown benchmark modules: {', '.join(unknown)}")
         names = [name for name in names if name in args.only]
     command = "python -m benchmarks" + (" --quick" if args.quick else "")
+    command += " --tiny" if args.tiny else ""
     if args.only:
         command += " --only " + " ".join(args.only)
+    if not args.plots:
+        command += " --no-plots"
     today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
     sections = [f"## {today}: `{command}`", "", f"Machine: {machine()}.", ""]
     for index, name in enumerate(names, 1):
         print(f"[{index}/{len(names)}] {name} ...", file=sys.stderr, flush=True)
         started = time.perf_counter()
         module = importlib.import_module(f"benchmarks.{name}")
-        sections.append(module.run(quick=args.quick))
+        if args.tiny and "tiny" in inspect.signature(module.run).parameters:
+            sections.append(module.run(quick=True, tiny=True))
+        else:
+            sections.append(module.run(quick=args.quick or args.tiny))
         sections.append("")
+        if args.plots and hasattr(module, "plots"):
+            _plot(module, args.out)
         elapsed = time.perf_counter() - started
         print(f"[{index}/{len(names)}] {name} done in {elapsed:.1f} s", file=sys.stderr)
     report = "\n".join(sections)

@@ -261,13 +261,18 @@ def _ctrl_c_exit_seconds() -> float:
     return elapsed
 
 
-def run(quick: bool) -> str:
-    """Run every comparison and return the results as markdown."""
+def run(quick: bool, *, tiny: bool = False) -> str:
+    """Run every comparison and return the results as markdown.
+
+    ``tiny`` shrinks every size to a smoke test (for tests).
+    """
     n = 20_000 if quick else 200_000
     n_cancel = 10_000 if quick else 100_000
     n_mem = 5_000 if quick else 20_000
     rounds = 3 if quick else 5
     lat_rounds = 50 if quick else 300
+    if tiny:
+        n, n_cancel, n_mem, rounds, lat_rounds = 200, 200, 100, 1, 3
     out = [f"Machine: {machine()}", ""]
 
     def stdlib() -> ThreadPoolExecutor:

@@ -100,9 +100,9 @@ def _event_loop(event: object, token: CancellationToken | None) -> Callable[[int
     return body
 
 
-def _throughput(quick: bool) -> list[tuple[str, list[Row], str]]:
-    n = 20_000 if quick else 200_000
-    rounds = 3 if quick else 9
+def _throughput(quick: bool, tiny: bool = False) -> list[tuple[str, list[Row], str]]:
+    n = 200 if tiny else 20_000 if quick else 200_000
+    rounds = 1 if tiny else 3 if quick else 9
     live = CancellationTokenSource().token
     workloads = {
         "Lock acquire/release": (threading.Lock, cancellable.Lock, _lock_loop),
@@ -210,8 +210,8 @@ LATENCY: dict[str, Callable[[CancellationToken], Callable[[], object]]] = {
 }
 
 
-def _latency(quick: bool) -> tuple[list[Row], str]:
-    samples = 30 if quick else 300
+def _latency(quick: bool, tiny: bool = False) -> tuple[list[Row], str]:
+    samples = 2 if tiny else 30 if quick else 300
     workers = [_Worker() for _ in range(len(LATENCY) + 1)]
     variants: dict[str, Callable[[], float]] = {
         "stdlib Event.set()": partial(_stdlib_event_set, workers[0])
@@ -239,12 +239,15 @@ def _latency(quick: bool) -> tuple[list[Row], str]:
     return rows, "\n".join(lines)
 
 
-def run(quick: bool) -> str:
-    """Run every comparison and return the results as markdown."""
+def run(quick: bool, *, tiny: bool = False) -> str:
+    """Run every comparison and return the results as markdown.
+
+    ``tiny`` shrinks every size to a smoke test (for tests).
+    """
     parts = [f"Machine: {machine()}", ""]
-    for title, rows, baseline in _throughput(quick):
+    for title, rows, baseline in _throughput(quick, tiny):
         parts += [markdown_table(title, rows, baseline=baseline, unit="ns per op"), ""]
-    _, latency_table = _latency(quick)
+    _, latency_table = _latency(quick, tiny)
     parts.append(latency_table)
     return "\n".join(parts)
 

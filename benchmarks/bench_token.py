@@ -56,8 +56,8 @@ def _ratio(rows: list[Row], name: str, baseline: str, q: float | None = None) ->
     return percentile(by_name[name].samples, q) / percentile(by_name[baseline].samples, q)
 
 
-def _flag_read(quick: bool) -> str:
-    number = 200_000 if quick else 2_000_000
+def _flag_read(quick: bool, tiny: bool = False) -> str:
+    number = 1_000 if tiny else 200_000 if quick else 2_000_000
 
     def env() -> dict[str, object]:
         return {"token": CancellationTokenSource().token, "event": threading.Event()}
@@ -69,7 +69,7 @@ def _flag_read(quick: bool) -> str:
                 "token.is_cancellation_requested", env, number
             ),
         },
-        rounds=5 if quick else 15,
+        rounds=1 if tiny else 5 if quick else 15,
     )
     ratio = _ratio(rows, "token.is_cancellation_requested", "threading.Event.is_set()")
     table = markdown_table(
@@ -78,8 +78,8 @@ def _flag_read(quick: bool) -> str:
     return f"{table}\n\n{_target(ratio, 1.0)}"
 
 
-def _create_child(quick: bool) -> str:
-    number = 20_000 if quick else 200_000
+def _create_child(quick: bool, tiny: bool = False) -> str:
+    number = 100 if tiny else 20_000 if quick else 200_000
 
     def env() -> dict[str, object]:
         return {
@@ -96,7 +96,7 @@ def _create_child(quick: bool) -> str:
             ),
             "CancellationTokenSource()": _ns_per_op("Source()", env, number),
         },
-        rounds=5 if quick else 15,
+        rounds=1 if tiny else 5 if quick else 15,
     )
     ratio = _ratio(rows, "CancellationTokenSource(parent).close()", "threading.Event()")
     table = markdown_table(
@@ -105,8 +105,8 @@ def _create_child(quick: bool) -> str:
     return f"{table}\n\n{_target(ratio, 1.5)}"
 
 
-def _register(quick: bool) -> str:
-    number = 50_000 if quick else 500_000
+def _register(quick: bool, tiny: bool = False) -> str:
+    number = 100 if tiny else 50_000 if quick else 500_000
 
     def env() -> dict[str, object]:
         return {"token": CancellationTokenSource().token, "fn": _noop, "d": {}}
@@ -118,7 +118,7 @@ def _register(quick: bool) -> str:
                 "token.register(fn).unregister()", env, number
             ),
         },
-        rounds=5 if quick else 15,
+        rounds=1 if tiny else 5 if quick else 15,
     )
     return markdown_table(
         "Registering and unregistering a callback",
@@ -128,9 +128,9 @@ def _register(quick: bool) -> str:
     )
 
 
-def _cancel_many(quick: bool) -> str:
-    sizes = [10_000, 100_000] if quick else [10_000, 100_000, 1_000_000]
-    rounds = 3 if quick else 5
+def _cancel_many(quick: bool, tiny: bool = False) -> str:
+    sizes = [100] if tiny else [10_000, 100_000] if quick else [10_000, 100_000, 1_000_000]
+    rounds = 1 if tiny else 3 if quick else 5
     lines = [
         "**Cancelling a source with n registrations** (median of "
         f"{rounds}; linear if ns per registration stays flat)",
@@ -152,8 +152,8 @@ def _cancel_many(quick: bool) -> str:
     return "\n".join(lines)
 
 
-def _children_memory(quick: bool) -> str:
-    count = 100_000 if quick else 1_000_000
+def _children_memory(quick: bool, tiny: bool = False) -> str:
+    count = 100 if tiny else 100_000 if quick else 1_000_000
 
     def closed(token: CancellationToken) -> None:
         for _ in range(count):
@@ -227,8 +227,8 @@ class _Waker:
         self.thread.join()
 
 
-def _wake_latency(quick: bool) -> str:
-    samples = 300 if quick else 10_000
+def _wake_latency(quick: bool, tiny: bool = False) -> str:
+    samples = 5 if tiny else 300 if quick else 10_000
     waker = _Waker()
 
     def event_sample() -> float:
@@ -265,19 +265,22 @@ def _wake_latency(quick: bool) -> str:
     return "\n".join(lines)
 
 
-def run(quick: bool = False) -> str:
-    """Run every token benchmark and return the results as markdown."""
+def run(quick: bool = False, *, tiny: bool = False) -> str:
+    """Run every token benchmark and return the results as markdown.
+
+    ``tiny`` shrinks every size to a smoke test (for tests).
+    """
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     command = "python -m benchmarks.bench_token" + (" --quick" if quick else "")
     header = f"### Token core (`benchmarks/bench_token.py`)\n\n`{command}` on {when}; {machine()}."
     sections = [
         header,
-        _flag_read(quick),
-        _create_child(quick),
-        _register(quick),
-        _cancel_many(quick),
-        _children_memory(quick),
-        _wake_latency(quick),
+        _flag_read(quick, tiny),
+        _create_child(quick, tiny),
+        _register(quick, tiny),
+        _cancel_many(quick, tiny),
+        _children_memory(quick, tiny),
+        _wake_latency(quick, tiny),
     ]
     return "\n\n".join(sections) + "\n"
 
