@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -34,6 +33,7 @@ from typing import Any
 
 from cancellable import CancellableThreadPoolExecutor, CancellationTokenSource, current_token
 
+from ._childproc import interrupt_when_blocked
 from ._harness import compare, machine, markdown_table
 
 try:
@@ -250,8 +250,10 @@ def _ctrl_c_exit_seconds() -> float:
         if not chunk:
             break
         seen += chunk
+    # The hook line comes just before the main thread blocks; a signal sent
+    # before it really sleeps would wait for the next wake-up.
+    interrupt_when_blocked(proc)
     start = time.perf_counter()
-    proc.send_signal(signal.SIGINT)
     try:
         proc.wait(timeout=60)
     finally:

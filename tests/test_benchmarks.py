@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from benchmarks import __main__ as runner
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # `benchmarks` lives beside `src`, not in the package
-
-from benchmarks import __main__ as runner  # noqa: E402
 
 
 def test_runner_discovers_every_bench_module() -> None:

@@ -8,8 +8,7 @@ import sys
 import textwrap
 
 import pytest
-
-from _childproc import interrupt_when_blocked
+from benchmarks._childproc import interrupt_when_blocked
 
 HANG_GUARD = 20  # seconds; generous, only there so a regression cannot hang CI
 

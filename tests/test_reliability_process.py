@@ -15,8 +15,7 @@ import sys
 import textwrap
 
 import pytest
-
-from _childproc import interrupt_when_blocked
+from benchmarks._childproc import interrupt_when_blocked
 
 HANG_GUARD = 10  # seconds; a child still running then has hung
 

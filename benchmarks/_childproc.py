@@ -1,4 +1,4 @@
-"""Helpers for tests that drive a child interpreter with signals."""
+"""Driving a child interpreter with signals, for benchmarks and tests."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import os
 import signal
 import subprocess
 import time
+from typing import Any
 
 
-def interrupt_when_blocked(proc: subprocess.Popen[str], timeout: float = 10) -> None:
+def interrupt_when_blocked(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
     """Send SIGINT once the child's main thread sleeps in the kernel.
 
     A signal that arrives after the main thread last checked for signals but
