@@ -156,69 +156,65 @@ def _memory(make: Callable[[], Executor], n: int) -> float:
     return (after - before) / n
 
 
-def _latency_ours(rounds: int) -> float:
+def _wake_median(
+    pool: Executor,
+    rounds: int,
+    arm: Callable[[], tuple[Callable[[], Callable[[], object]], Callable[[Future[Any]], object]]],
+) -> float:
+    """Median µs from a release to the blocked task running again.
+
+    Each round, ``arm()`` gives ``prepare`` (run in the task before it says it
+    is ready; returns the blocking call) and ``release(future)``.
+    """
     samples = []
-    with CancellableThreadPoolExecutor(1) as pool:
-        for _ in range(rounds):
-            ready = threading.Event()
-            woke: list[float] = []
+    for _ in range(rounds):
+        prepare, release = arm()
+        ready = threading.Event()
+        resumed = threading.Event()
+        woke: list[float] = []
 
-            resumed = threading.Event()
+        def task(
+            prepare: Callable[[], Callable[[], object]] = prepare,
+            ready: threading.Event = ready,
+            woke: list[float] = woke,
+            resumed: threading.Event = resumed,
+        ) -> None:
+            block = prepare()
+            ready.set()
+            block()
+            woke.append(time.perf_counter())
+            resumed.set()
 
-            def task(
-                ready: threading.Event = ready,
-                woke: list[float] = woke,
-                resumed: threading.Event = resumed,
-            ) -> None:
-                token = current_token()
-                ready.set()
-                token.wait()
-                woke.append(time.perf_counter())
-                resumed.set()
-
-            fut = pool.submit(task)
-            ready.wait()
-            time.sleep(0.0005)  # let the task block: the wake-up is what is timed
-            start = time.perf_counter()
-            fut.request_cancel()
-            resumed.wait()
-            samples.append(woke[0] - start)
-            fut.result()
+        fut = pool.submit(task)
+        ready.wait()
+        time.sleep(0.0005)  # let the task block: the wake-up is what is timed
+        start = time.perf_counter()
+        release(fut)
+        resumed.wait()
+        samples.append(woke[0] - start)
+        fut.result()
     samples.sort()
     return samples[len(samples) // 2] * 1e6
+
+
+def _arm_token() -> tuple[Callable[[], Callable[[], object]], Callable[[Future[Any]], object]]:
+    # The task's own token, touched before the task says it is ready.
+    return (lambda: current_token().wait), lambda fut: fut.request_cancel()
+
+
+def _arm_event() -> tuple[Callable[[], Callable[[], object]], Callable[[Future[Any]], object]]:
+    stop = threading.Event()
+    return (lambda: stop.wait), lambda fut: stop.set()
+
+
+def _latency_ours(rounds: int) -> float:
+    with CancellableThreadPoolExecutor(1) as pool:
+        return _wake_median(pool, rounds, _arm_token)
 
 
 def _latency_stdlib(rounds: int) -> float:
-    samples = []
     with ThreadPoolExecutor(1) as pool:
-        for _ in range(rounds):
-            ready = threading.Event()
-            stop = threading.Event()
-            woke: list[float] = []
-
-            resumed = threading.Event()
-
-            def task(
-                ready: threading.Event = ready,
-                stop: threading.Event = stop,
-                woke: list[float] = woke,
-                resumed: threading.Event = resumed,
-            ) -> None:
-                ready.set()
-                stop.wait()
-                woke.append(time.perf_counter())
-                resumed.set()
-
-            fut = pool.submit(task)
-            ready.wait()
-            time.sleep(0.0005)  # let the task block: the wake-up is what is timed
-            start = time.perf_counter()
-            stop.set()
-            resumed.wait()
-            samples.append(woke[0] - start)
-            fut.result()
-    samples.sort()
-    return samples[len(samples) // 2] * 1e6
+        return _wake_median(pool, rounds, _arm_event)
 
 
 _EXIT_CHILD = r"""
