@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future
+from typing import Any
 
 import pytest
 
-from cancellable import _timer
+from cancellable import CancellableThreadPoolExecutor, _timer
 
 
 class FakeClock:
@@ -45,3 +47,32 @@ def no_leaked_threads() -> Iterator[None]:
         thread.join(timeout=5)
     still = [t.name for t in leaked if t.is_alive()]
     assert not still, f"threads left running: {still}"
+
+
+@pytest.fixture
+def pool() -> Iterator[CancellableThreadPoolExecutor]:
+    """A two-worker pool, shut down (cancelling what is left) after the test."""
+    ex = CancellableThreadPoolExecutor(max_workers=2)
+    try:
+        yield ex
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+
+
+def occupy_workers(
+    pool: CancellableThreadPoolExecutor, n: int
+) -> tuple[threading.Event, list[Future[Any]]]:
+    """Keep ``n`` workers busy until the returned gate is set; return once all run.
+
+    Returns the gate and the futures of the occupying tasks.
+    """
+    gate = threading.Event()
+    started = threading.Barrier(n + 1)
+
+    def hold() -> None:
+        started.wait()
+        gate.wait()
+
+    futures: list[Future[Any]] = [pool.submit(hold) for _ in range(n)]
+    started.wait(timeout=10)  # raises BrokenBarrierError rather than hang
+    return gate, futures

@@ -15,7 +15,6 @@ from concurrent.futures import (
     ThreadPoolExecutor,
 )
 from concurrent.futures.thread import BrokenThreadPool
-from typing import Any
 
 import pytest
 
@@ -28,29 +27,7 @@ from cancellable import (
     current_token,
     use_token,
 )
-
-
-@pytest.fixture
-def pool() -> Iterator[CancellableThreadPoolExecutor]:
-    ex = CancellableThreadPoolExecutor(max_workers=2)
-    try:
-        yield ex
-    finally:
-        ex.shutdown(wait=True, cancel_futures=True)
-
-
-def _block(pool: CancellableThreadPoolExecutor, n: int) -> tuple[threading.Event, list[Any]]:
-    """Occupy ``n`` workers until the returned gate is set; return once they all run."""
-    gate = threading.Event()
-    started = threading.Barrier(n + 1)
-
-    def hold() -> None:
-        started.wait()
-        gate.wait()
-
-    futures = [pool.submit(hold) for _ in range(n)]
-    started.wait(timeout=5)
-    return gate, futures
+from conftest import occupy_workers
 
 
 class TestDropIn:
@@ -174,7 +151,7 @@ class TestPendingCancellation:
     def test_token_cancel_ends_pending_tasks_at_once(
         self, pool: CancellableThreadPoolExecutor
     ) -> None:
-        gate, _ = _block(pool, 2)
+        gate, _ = occupy_workers(pool, 2)
         cts = CancellationTokenSource()
         ran: list[int] = []
         done: list[Future[None]] = []
@@ -193,7 +170,7 @@ class TestPendingCancellation:
         assert ran == []
 
     def test_one_registration_per_submit_token(self, pool: CancellableThreadPoolExecutor) -> None:
-        gate, _ = _block(pool, 2)
+        gate, _ = occupy_workers(pool, 2)
         cts = CancellationTokenSource()
         for _ in range(1000):
             pool.submit(print, token=cts.token)
@@ -228,7 +205,7 @@ class TestPendingCancellation:
         assert ran == []
 
     def test_stdlib_cancel_keeps_its_meaning(self, pool: CancellableThreadPoolExecutor) -> None:
-        gate, running = _block(pool, 2)
+        gate, running = occupy_workers(pool, 2)
         pending = pool.submit(print)
         assert pending.cancel()
         assert pending.cancel()
@@ -242,7 +219,7 @@ class TestPendingCancellation:
         assert not running[0].cancel()
 
     def test_request_cancel_on_pending_task(self, pool: CancellableThreadPoolExecutor) -> None:
-        gate, _ = _block(pool, 2)
+        gate, _ = occupy_workers(pool, 2)
         ran: list[int] = []
         fut = pool.submit(ran.append, 1)
         fut.request_cancel("one")
@@ -256,7 +233,7 @@ class TestPendingCancellation:
     def test_cancel_all_drops_backlog_and_keeps_workers(
         self, pool: CancellableThreadPoolExecutor
     ) -> None:
-        gate, running = _block(pool, 2)
+        gate, running = occupy_workers(pool, 2)
         backlog = [pool.submit(print) for _ in range(50)]
         tokens = [f.token for f in running]
         pool.cancel_all("reset")
@@ -268,7 +245,7 @@ class TestPendingCancellation:
     def test_executor_token_cancels_everything_and_later_submits(self) -> None:
         cts = CancellationTokenSource()
         ex = CancellableThreadPoolExecutor(1, token=cts.token)
-        gate, running = _block(ex, 1)
+        gate, running = occupy_workers(ex, 1)
         pending = ex.submit(print)
         cts.cancel("closing")
         assert pending.cancelled()
@@ -445,7 +422,7 @@ def _wait_until_blocked(cond: threading.Condition) -> None:
 class TestMaxPending:
     def test_submit_blocks_then_proceeds(self) -> None:
         ex = CancellableThreadPoolExecutor(1, max_pending=2)
-        gate, _ = _block(ex, 1)
+        gate, _ = occupy_workers(ex, 1)
         ex.submit(print)
         ex.submit(print)
         results: list[Future[None]] = []
@@ -460,7 +437,7 @@ class TestMaxPending:
 
     def test_blocked_submit_raises_when_its_token_is_cancelled(self) -> None:
         ex = CancellableThreadPoolExecutor(1, max_pending=1)
-        gate, _ = _block(ex, 1)
+        gate, _ = occupy_workers(ex, 1)
         ex.submit(print)
         cts = CancellationTokenSource()
         errors: list[BaseException] = []
@@ -482,7 +459,7 @@ class TestMaxPending:
 
     def test_event_loop_threads_are_admitted_over_the_bound(self) -> None:
         ex = CancellableThreadPoolExecutor(1, max_pending=1)
-        gate, _ = _block(ex, 1)
+        gate, _ = occupy_workers(ex, 1)
         ex.submit(print)
 
         async def from_the_loop() -> CancellableFuture[int]:

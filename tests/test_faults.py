@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
 from concurrent.futures import Future, wait
 from concurrent.futures.thread import BrokenThreadPool
 from typing import Any
@@ -22,11 +21,11 @@ import pytest
 from cancellable import (
     CancellableFuture,
     CancellableThreadPoolExecutor,
-    CancellationToken,
     CancellationTokenSource,
     OperationCancelledError,
     current_token,
 )
+from conftest import occupy_workers
 
 WAIT = 10  # seconds; only a deadlock would need it
 
@@ -37,30 +36,6 @@ class Boom(Exception):
 
 class Fatal(BaseException):
     """A callback's or task's failure that is not an Exception."""
-
-
-@pytest.fixture
-def pool() -> Iterator[CancellableThreadPoolExecutor]:
-    ex = CancellableThreadPoolExecutor(max_workers=2)
-    try:
-        yield ex
-    finally:
-        ex.shutdown(wait=True, cancel_futures=True)
-
-
-def _occupy(pool: CancellableThreadPoolExecutor, n: int) -> threading.Event:
-    """Keep ``n`` workers busy until the returned gate is set."""
-    gate = threading.Event()
-    started = threading.Barrier(n + 1)
-
-    def hold() -> None:
-        started.wait()
-        gate.wait()
-
-    for _ in range(n):
-        pool.submit(hold, token=CancellationToken.NONE)
-    started.wait(timeout=WAIT)
-    return gate
 
 
 def _errors_in(caplog: pytest.LogCaptureFixture, logger: str) -> list[BaseException]:
@@ -75,7 +50,7 @@ class TestTokenCallbacksThatRaise:
     def test_cancel_raises_every_error_and_still_ends_every_pending_task(
         self, pool: CancellableThreadPoolExecutor
     ) -> None:
-        gate = _occupy(pool, 2)
+        gate = occupy_workers(pool, 2)[0]
         cts = CancellationTokenSource()
         fs = [pool.submit(int, token=cts.token) for _ in range(50)]
         cts.token.register(self._raise, Boom("first"))
@@ -91,7 +66,7 @@ class TestTokenCallbacksThatRaise:
     def test_library_cancels_log_callback_errors_and_finish_their_work(
         self, pool: CancellableThreadPoolExecutor, caplog: pytest.LogCaptureFixture
     ) -> None:
-        gate = _occupy(pool, 2)
+        gate = occupy_workers(pool, 2)[0]
         fs = [pool.submit(int) for _ in range(20)]
         fs[3].token.register(self._raise, Boom("task token callback"))
         pool.cancel_all("stop")  # does not raise: the library made this cancel
@@ -103,7 +78,7 @@ class TestTokenCallbacksThatRaise:
     def test_request_cancel_logs_callback_errors(
         self, pool: CancellableThreadPoolExecutor, caplog: pytest.LogCaptureFixture
     ) -> None:
-        gate = _occupy(pool, 2)
+        gate = occupy_workers(pool, 2)[0]
         future = pool.submit(int)
         future.token.register(self._raise, Boom("request_cancel"))
         future.request_cancel()
@@ -199,7 +174,7 @@ class TestTokenCallbacksThatCancel:
     def test_done_callback_cancelling_the_pool_during_a_drain(
         self, pool: CancellableThreadPoolExecutor
     ) -> None:
-        gate = _occupy(pool, 2)
+        gate = occupy_workers(pool, 2)[0]
         cts = CancellationTokenSource()
         first = pool.submit(int, token=cts.token)
         others = [pool.submit(int) for _ in range(10)]
@@ -231,7 +206,7 @@ class TestTokenCallbacksThatRegister:
     def test_done_callback_submitting_during_cancel_all_lands_in_the_new_generation(
         self, pool: CancellableThreadPoolExecutor
     ) -> None:
-        gate = _occupy(pool, 2)
+        gate = occupy_workers(pool, 2)[0]
         resubmitted: list[CancellableFuture[int]] = []
         first = pool.submit(int)
         first.add_done_callback(lambda _: resubmitted.append(pool.submit(pow, 2, 3)))
@@ -395,7 +370,7 @@ class TestDoneCallbackFailures:
     def test_memory_error_in_done_callbacks_during_a_token_drain(
         self, pool: CancellableThreadPoolExecutor, caplog: pytest.LogCaptureFixture
     ) -> None:
-        gate = _occupy(pool, 2)
+        gate = occupy_workers(pool, 2)[0]
         cts = CancellationTokenSource()
         fs = [pool.submit(int, token=cts.token) for _ in range(10)]
         calls: list[CancellableFuture[int]] = []
@@ -415,7 +390,7 @@ class TestDoneCallbackFailures:
     def test_base_exception_in_a_done_callback_during_a_drain_loses_no_future(
         self, pool: CancellableThreadPoolExecutor
     ) -> None:
-        gate = _occupy(pool, 2)
+        gate = occupy_workers(pool, 2)[0]
         cts = CancellationTokenSource()
         fs = [pool.submit(int, token=cts.token) for _ in range(5)]
 
