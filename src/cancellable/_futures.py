@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures._base import DoneAndNotDoneFutures
 from typing import Any, TypeVar, final
 
-from ._primitives import _check_wait, _starts_cancelled, _timeout_arg, _Waiter
+from ._primitives import _enter_wait, _timeout_arg, _Waiter
 from ._token import _NONE, CancellationToken, _ambient, current_token
 
 __all__ = ["as_completed", "result", "wait"]
@@ -160,9 +160,7 @@ def wait(
             "return_when must be FIRST_COMPLETED, FIRST_EXCEPTION or ALL_COMPLETED, "
             f"got {return_when!r}"
         )
-    _check_wait(timeout, token)
-    if _starts_cancelled(token, timeout):
-        token._raise_cancelled()  # type: ignore[union-attr]
+    _enter_wait(timeout, token)
     futures = set(fs)
     if token is None and _ambient.get() is _NONE:
         return cf.wait(futures, timeout, return_when)
@@ -226,9 +224,7 @@ def as_completed(
             still pending (or an explicit token already was, at the start).
         TimeoutError: The timeout passed with futures still pending.
     """
-    _check_wait(timeout, token)
-    if _starts_cancelled(token, timeout):
-        token._raise_cancelled()  # type: ignore[union-attr]
+    _enter_wait(timeout, token)
     if (token is None and _ambient.get() is _NONE) or (token is not None and token._lock is None):
         yield from cf.as_completed(fs, timeout)
         return
@@ -301,9 +297,7 @@ def result(
             f"future must be a concurrent.futures.Future, got {type(future).__name__!r}"
         )
     if timeout is not None or token is not None:
-        _check_wait(timeout, token)
-        if _starts_cancelled(token, timeout):
-            token._raise_cancelled()  # type: ignore[union-attr]
+        _enter_wait(timeout, token)
     if future.done() or (timeout is not None and timeout <= 0):
         return future.result(timeout)
     if token is None:

@@ -147,9 +147,20 @@ def _check_wait(timeout: object, token: object) -> None:
         _check_token(token)
 
 
-def _starts_cancelled(token: CancellationToken | None, timeout: float | None) -> bool:
-    """An explicit token already cancelled, on a call that may block."""
-    return token is not None and token._cancelled and (timeout is None or timeout > 0)
+def _enter_wait(timeout: object, token: object, blocking: bool = True) -> None:
+    """`_check_wait`, then raise if an explicit token is already cancelled.
+
+    Only a call that may block raises: non-blocking forms and ``timeout <= 0``
+    ignore the token.
+    """
+    _check_wait(timeout, token)
+    if (
+        blocking
+        and token is not None
+        and token._cancelled  # type: ignore[attr-defined]
+        and (timeout is None or timeout > 0)  # type: ignore[operator]
+    ):
+        token._raise_cancelled()  # type: ignore[attr-defined]
 
 
 # -- locks -------------------------------------------------------------------------
@@ -515,9 +526,7 @@ class Condition(threading.Condition):
                 an explicit token already was); the lock is held again.
             RuntimeError: The calling thread does not hold the lock.
         """
-        _check_wait(timeout, token)
-        if _starts_cancelled(token, timeout):
-            token._raise_cancelled()  # type: ignore[union-attr]
+        _enter_wait(timeout, token)
         endtime = None
         waittime = timeout
         result = predicate()
@@ -565,9 +574,7 @@ class Event(threading.Event):
                 was set (or an explicit token already was).
         """
         if timeout is not None or token is not None:
-            _check_wait(timeout, token)
-            if _starts_cancelled(token, timeout):
-                token._raise_cancelled()  # type: ignore[union-attr]
+            _enter_wait(timeout, token)
         if self._flag:
             return True
         with self._cond:
@@ -618,9 +625,7 @@ class Semaphore(threading.Semaphore):
         if not blocking and timeout is not None:
             raise ValueError("can't specify timeout for non-blocking acquire")
         if timeout is not None or token is not None:
-            _check_wait(timeout, token)
-            if blocking and _starts_cancelled(token, timeout):
-                token._raise_cancelled()  # type: ignore[union-attr]
+            _enter_wait(timeout, token, blocking)
         rc = False
         endtime = None
         with self._cond:
@@ -705,9 +710,7 @@ class Barrier(threading.Barrier):
         if timeout is None:
             timeout = self._timeout
         if timeout is not None or token is not None:
-            _check_wait(timeout, token)
-            if _starts_cancelled(token, timeout):
-                token._raise_cancelled()  # type: ignore[union-attr]
+            _enter_wait(timeout, token)
         cond = self._cond
         with cond:
             while self._state in (-1, 1):  # draining or resetting
@@ -813,9 +816,7 @@ def join(
     """
     if not isinstance(thread, threading.Thread):
         raise TypeError(f"thread must be a threading.Thread, got {type(thread).__name__!r}")
-    _check_wait(timeout, token)
-    if _starts_cancelled(token, timeout):
-        token._raise_cancelled()  # type: ignore[union-attr]
+    _enter_wait(timeout, token)
     thread.join(0)  # the stdlib's checks; returns at once
     if not thread.is_alive() or (timeout is not None and timeout <= 0):
         return

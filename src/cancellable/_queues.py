@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 if TYPE_CHECKING:
     from _typeshed import SupportsRichComparison
 
-from ._primitives import Condition, _check_token, _check_wait, _starts_cancelled
+from ._primitives import Condition, _check_token, _enter_wait
 from ._token import CancellationToken
 
 __all__ = ["LifoQueue", "PriorityQueue", "Queue"]
@@ -75,9 +75,7 @@ class Queue(queue.Queue[_T]):
             ValueError: ``timeout`` is negative.
         """
         if timeout is not None or token is not None:
-            _check_wait(timeout, token)
-            if block and _starts_cancelled(token, timeout):
-                token._raise_cancelled()  # type: ignore[union-attr]
+            _enter_wait(timeout, token, block)
         with self.not_full:
             if self.maxsize > 0:
                 if not block:
@@ -124,9 +122,7 @@ class Queue(queue.Queue[_T]):
             ValueError: ``timeout`` is negative.
         """
         if timeout is not None or token is not None:
-            _check_wait(timeout, token)
-            if block and _starts_cancelled(token, timeout):
-                token._raise_cancelled()  # type: ignore[union-attr]
+            _enter_wait(timeout, token, block)
         with self.not_empty:
             if not block:
                 if not self._qsize():
