@@ -1,0 +1,262 @@
+"""Fault injection and interleaving tools for the executor tests.
+
+Three tools, each self-contained (only the standard library):
+
+`inject_keyboard_interrupts(scenario, check)`
+    Runs ``scenario`` again and again under `sys.settrace`; run N raises
+    `KeyboardInterrupt` at the N-th ``'line'`` event executed, on the calling
+    thread, inside the package's source files (``N = 1, 2, ...``), and stops
+    after the first run in which no injection happened (the scenario executed
+    fewer than N lines of the package). After every run ``check(run)`` is
+    called, outside the tracer, to verify the invariants; ``run.error`` is what
+    escaped the scenario (the injected `KeyboardInterrupt` itself when the
+    library let it through unchanged). The tracer is cheap: a frame whose code
+    is not in the traced files gets no local tracer at all (the global trace
+    function returns None), so the scenario's own code and the standard
+    library run untraced except for one call per function entered.
+
+`PausedThread`
+    The same counting on ANOTHER thread (a pool's worker, through
+    `threading.settrace`): at its N-th line inside the package after
+    `PausedThread.arm()` was called on that thread, it stops until the test
+    resumes it. While it is stopped the test runs whatever the race is with
+    (`request_cancel`, say) and observes the result before the worker moves
+    on: a deterministic walk through every point of a race that a loop of
+    Barriers would hit only by luck.
+
+`run_bounded(fn, timeout)`
+    Calls ``fn`` on a daemon thread and waits at most ``timeout`` seconds, so a
+    deadlock or a spin becomes an assertion failure rather than a stalled
+    test run. A thread still running after the timeout is asked to stop with
+    an asynchronous exception (`Stuck`), which ends a spin in Python code;
+    a thread blocked on a lock stays blocked (it is a daemon).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+import cancellable
+
+WAIT = 10.0  # seconds; only a deadlock or a lost wake-up would need them
+
+PACKAGE_DIR = os.path.dirname(os.path.abspath(cancellable.__file__))
+
+
+def package_files(*names: str) -> frozenset[str]:
+    """The absolute paths of the package's modules ``names`` (all of them if none)."""
+    if not names:
+        names = tuple(n for n in os.listdir(PACKAGE_DIR) if n.endswith(".py"))
+    return frozenset(os.path.join(PACKAGE_DIR, name) for name in names)
+
+
+# -- bounded calls --------------------------------------------------------------
+
+
+class Stuck(BaseException):
+    """Raised asynchronously in a thread that overran `run_bounded`'s timeout."""
+
+
+@dataclass
+class Bounded:
+    """What `run_bounded` observed."""
+
+    finished: bool
+    value: Any = None
+    error: BaseException | None = None
+    thread: threading.Thread | None = None
+
+
+def _raise_in(thread: threading.Thread, exc_type: type[BaseException]) -> None:
+    ident = thread.ident
+    if ident is not None:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(ident), ctypes.py_object(exc_type)
+        )
+
+
+def run_bounded(fn: Callable[[], Any], timeout: float = WAIT) -> Bounded:
+    """Call ``fn()`` on a fresh daemon thread; wait at most ``timeout`` seconds.
+
+    Returns whether it finished, and its value or what it raised. If it did
+    not finish, `Stuck` is raised in it (a spinning thread then unwinds; one
+    blocked on a lock does not) so that a failing test does not leave a thread
+    burning a CPU for the rest of the session.
+    """
+    outcome = Bounded(finished=False)
+
+    def target() -> None:
+        try:
+            outcome.value = fn()
+        except BaseException as error:  # reported to the test, never lost
+            outcome.error = error
+        outcome.finished = True
+
+    thread = threading.Thread(target=target, name="run_bounded", daemon=True)
+    outcome.thread = thread
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        outcome.finished = False
+        for _ in range(20):
+            _raise_in(thread, Stuck)
+            thread.join(0.05)
+            if not thread.is_alive():
+                break
+        # Whatever it did after Stuck does not count as finishing.
+        outcome.finished = False
+    return outcome
+
+
+# -- KeyboardInterrupt at the N-th line ----------------------------------------
+
+
+class _Injector:
+    """A `sys.settrace` function raising KeyboardInterrupt at the N-th traced line."""
+
+    def __init__(self, files: frozenset[str], target: int) -> None:
+        self.files = files
+        self.target = target
+        self.count = 0
+        self.injected_at: str | None = None
+
+    def global_trace(self, frame: FrameType, event: str, arg: object) -> Any:
+        if self.injected_at is not None or frame.f_code.co_filename not in self.files:
+            return None
+        return self.local_trace
+
+    def local_trace(self, frame: FrameType, event: str, arg: object) -> Any:
+        if event == "line" and self.injected_at is None:
+            self.count += 1
+            if self.count == self.target:
+                code = frame.f_code
+                self.injected_at = (
+                    f"{os.path.basename(code.co_filename)}:{frame.f_lineno} ({code.co_name})"
+                )
+                raise KeyboardInterrupt(f"injected at line event {self.target}")
+        return self.local_trace if self.injected_at is None else None
+
+
+@dataclass
+class Run:
+    """One run of a scenario under the injector."""
+
+    n: int
+    injected_at: str | None
+    error: BaseException | None
+    state: Any = None
+
+    @property
+    def injected(self) -> bool:
+        return self.injected_at is not None
+
+    def describe(self) -> str:
+        return f"run {self.n}: KeyboardInterrupt injected at {self.injected_at}"
+
+
+def inject_keyboard_interrupts(
+    scenario: Callable[[Any], None],
+    check: Callable[[Run], None],
+    *,
+    setup: Callable[[], Any] = lambda: None,
+    files: Iterable[str] | None = None,
+    max_runs: int = 5000,
+) -> int:
+    """Run ``scenario`` once per reachable injection point; return how many runs.
+
+    For N = 1, 2, ...: ``state = setup()`` (untraced), then ``scenario(state)``
+    under a tracer that raises `KeyboardInterrupt` at the N-th ``'line'``
+    event executed on this thread inside ``files`` (default: every module of
+    the package), then ``check(run)`` (untraced; ``run.state`` is ``state``).
+    Stops after the first run with no injection. A `KeyboardInterrupt`
+    escaping the scenario is caught and handed to ``check`` as ``run.error``,
+    as is anything else it raised.
+
+    Raises:
+        AssertionError: the scenario still reached injection points after
+            ``max_runs`` runs (an endless scenario), or what ``check`` raised.
+    """
+    traced = frozenset(files) if files is not None else package_files()
+    for n in range(1, max_runs + 1):
+        state = setup()
+        injector = _Injector(traced, n)
+        error: BaseException | None = None
+        previous = sys.gettrace()
+        sys.settrace(injector.global_trace)
+        try:
+            scenario(state)
+        except BaseException as raised:  # handed to the checker
+            error = raised
+        finally:
+            sys.settrace(previous)
+        run = Run(n, injector.injected_at, error, state)
+        try:
+            check(run)
+        finally:
+            del error
+        if not run.injected:
+            return n
+        run.error = None
+    raise AssertionError(f"the scenario still reached injection points after {max_runs} runs")
+
+
+# -- pausing another thread at its N-th line -----------------------------------
+
+
+@dataclass
+class PausedThread:
+    """Stops the thread that calls `arm` at its ``target``-th line inside ``files``.
+
+    Install with `install` BEFORE the thread starts (it uses
+    `threading.settrace`, which reaches threads started afterwards) and
+    `uninstall` after. The thread counts lines only between `arm()` (called on
+    that thread, e.g. by a task as it returns) and `disarm()`.
+    """
+
+    target: int
+    files: frozenset[str] = field(default_factory=package_files)
+    paused: threading.Event = field(default_factory=threading.Event)
+    resume: threading.Event = field(default_factory=threading.Event)
+    where: str | None = None
+    _armed: threading.Thread | None = None
+    _count: int = 0
+
+    def install(self) -> None:
+        threading.settrace(self._global_trace)
+
+    @staticmethod
+    def uninstall() -> None:
+        threading.settrace(None)  # type: ignore[arg-type]
+
+    def arm(self) -> None:
+        """Start counting lines on the calling thread."""
+        self._count = 0
+        self._armed = threading.current_thread()
+
+    def disarm(self) -> None:
+        self._armed = None
+
+    def _global_trace(self, frame: FrameType, event: str, arg: object) -> Any:
+        if frame.f_code.co_filename not in self.files:
+            return None
+        return self._local_trace
+
+    def _local_trace(self, frame: FrameType, event: str, arg: object) -> Any:
+        if event == "line" and self._armed is threading.current_thread():
+            self._count += 1
+            if self._count == self.target:
+                self._armed = None
+                code = frame.f_code
+                self.where = (
+                    f"{os.path.basename(code.co_filename)}:{frame.f_lineno} ({code.co_name})"
+                )
+                self.paused.set()
+                self.resume.wait(WAIT)
+        return self._local_trace
