@@ -27,20 +27,20 @@ Three tools, each self-contained (only the standard library):
 `run_bounded(fn, timeout)`
     Calls ``fn`` on a daemon thread and waits at most ``timeout`` seconds, so a
     deadlock or a spin becomes an assertion failure rather than a stalled
-    test run. A thread still running after the timeout is asked to stop with
-    an asynchronous exception (`Stuck`), which ends a spin in Python code;
-    a thread blocked on a lock stays blocked (it is a daemon).
+    test run. A thread still running after the timeout gets `Stuck` raised
+    at its next line inside the package, which ends a spin; a thread blocked
+    on a lock stays blocked (it is a daemon).
 """
 
 from __future__ import annotations
 
-import ctypes
+import dis
 import os
 import sys
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 import cancellable
@@ -61,7 +61,7 @@ def package_files(*names: str) -> frozenset[str]:
 
 
 class Stuck(BaseException):
-    """Raised asynchronously in a thread that overran `run_bounded`'s timeout."""
+    """Raised in a thread that overran `run_bounded`'s timeout."""
 
 
 @dataclass
@@ -74,48 +74,80 @@ class Bounded:
     thread: threading.Thread | None = None
 
 
-def _raise_in(thread: threading.Thread, exc_type: type[BaseException]) -> None:
-    ident = thread.ident
-    if ident is not None:
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(
-            ctypes.c_ulong(ident), ctypes.py_object(exc_type)
-        )
-
-
 def run_bounded(fn: Callable[[], Any], timeout: float = WAIT) -> Bounded:
     """Call ``fn()`` on a fresh daemon thread; wait at most ``timeout`` seconds.
 
     Returns whether it finished, and its value or what it raised. If it did
-    not finish, `Stuck` is raised in it (a spinning thread then unwinds; one
-    blocked on a lock does not) so that a failing test does not leave a thread
-    burning a CPU for the rest of the session.
+    not finish, `Stuck` is raised in it at its next line inside the package,
+    so that a spinning thread unwinds instead of burning a CPU for the rest
+    of the session (a thread blocked on a lock stays blocked: it is a daemon).
+    The thread traces only the package's frames, and only to check that flag.
     """
     outcome = Bounded(finished=False)
+    stop = threading.Event()
+    files = package_files()
+
+    def local_trace(frame: FrameType, event: str, arg: object) -> Any:
+        if stop.is_set():
+            raise Stuck("overran run_bounded's timeout")
+        return local_trace
+
+    def global_trace(frame: FrameType, event: str, arg: object) -> Any:
+        return local_trace if frame.f_code.co_filename in files else None
 
     def target() -> None:
+        sys.settrace(global_trace)
         try:
             outcome.value = fn()
         except BaseException as error:  # reported to the test, never lost
             outcome.error = error
-        outcome.finished = True
+        finally:
+            sys.settrace(None)
+            outcome.finished = not stop.is_set()
 
     thread = threading.Thread(target=target, name="run_bounded", daemon=True)
     outcome.thread = thread
     thread.start()
     thread.join(timeout)
     if thread.is_alive():
-        outcome.finished = False
-        for _ in range(20):
-            _raise_in(thread, Stuck)
-            thread.join(0.05)
-            if not thread.is_alive():
-                break
-        # Whatever it did after Stuck does not count as finishing.
-        outcome.finished = False
+        stop.set()
+        thread.join(0.5)  # a spin unwinds at once; a blocked thread stays
     return outcome
 
 
 # -- KeyboardInterrupt at the N-th line ----------------------------------------
+
+
+_WITH_EXITS: dict[CodeType, frozenset[int]] = {}
+
+
+def _with_exits(code: CodeType) -> frozenset[int]:
+    """Offsets in ``code`` where a ``with`` block's exit begins.
+
+    A ``with`` statement reports a second ``'line'`` event for its own line
+    just before it calls ``__exit__`` (three ``LOAD_CONST None`` on 3.11 to
+    3.13; ``PUSH_EXC_INFO`` then ``WITH_EXCEPT_START`` on the exception path).
+    A signal cannot land there (CPython checks for signals only after the
+    body's last call returned, and then again once ``__exit__`` was called), so
+    an interrupt raised there would skip ``__exit__`` as no real Ctrl-C can:
+    such events are not counted.
+    """
+    offsets = _WITH_EXITS.get(code)
+    if offsets is None:
+        found = set()
+        instructions = list(dis.get_instructions(code))
+        for i, ins in enumerate(instructions):
+            following = [x.opname for x in instructions[i + 1 : i + 3]]
+            if ins.opname == "LOAD_CONST" and ins.argval is None:
+                nxt = instructions[i + 1 : i + 3]
+                if len(nxt) == 2 and all(
+                    x.opname == "LOAD_CONST" and x.argval is None for x in nxt
+                ):
+                    found.add(ins.offset)
+            elif ins.opname == "PUSH_EXC_INFO" and following[:1] == ["WITH_EXCEPT_START"]:
+                found.add(ins.offset)
+        offsets = _WITH_EXITS[code] = frozenset(found)
+    return offsets
 
 
 class _Injector:
@@ -126,6 +158,7 @@ class _Injector:
         self.target = target
         self.count = 0
         self.injected_at: str | None = None
+        self.raised: KeyboardInterrupt | None = None
 
     def global_trace(self, frame: FrameType, event: str, arg: object) -> Any:
         if self.injected_at is not None or frame.f_code.co_filename not in self.files:
@@ -133,14 +166,19 @@ class _Injector:
         return self.local_trace
 
     def local_trace(self, frame: FrameType, event: str, arg: object) -> Any:
-        if event == "line" and self.injected_at is None:
+        if (
+            event == "line"
+            and self.injected_at is None
+            and frame.f_lasti not in _with_exits(frame.f_code)
+        ):
             self.count += 1
             if self.count == self.target:
                 code = frame.f_code
                 self.injected_at = (
                     f"{os.path.basename(code.co_filename)}:{frame.f_lineno} ({code.co_name})"
                 )
-                raise KeyboardInterrupt(f"injected at line event {self.target}")
+                self.raised = KeyboardInterrupt(f"injected at line event {self.target}")
+                raise self.raised
         return self.local_trace if self.injected_at is None else None
 
 
@@ -152,6 +190,8 @@ class Run:
     injected_at: str | None
     error: BaseException | None
     state: Any = None
+    # The KeyboardInterrupt instance raised, to check it surfaced as itself.
+    raised: KeyboardInterrupt | None = None
 
     @property
     def injected(self) -> bool:
@@ -192,18 +232,24 @@ def inject_keyboard_interrupts(
         sys.settrace(injector.global_trace)
         try:
             scenario(state)
-        except BaseException as raised:  # handed to the checker
-            error = raised
+        except BaseException as raised:
+            sys.settrace(previous)
+            if raised is not injector.raised and not isinstance(
+                raised, (Exception, BaseExceptionGroup)
+            ):
+                raise  # not ours: a real Ctrl-C, a test timeout, SystemExit...
+            error = raised  # handed to the checker
         finally:
             sys.settrace(previous)
-        run = Run(n, injector.injected_at, error, state)
-        try:
-            check(run)
-        finally:
-            del error
+        run = Run(n, injector.injected_at, error, state, injector.raised)
+        # Only the run holds the error (and through its traceback the
+        # scenario's frames): the checker may drop it to see what is freed.
+        del error, state
+        injector.raised = None
+        check(run)
         if not run.injected:
             return n
-        run.error = None
+        del run
     raise AssertionError(f"the scenario still reached injection points after {max_runs} runs")
 
 
