@@ -38,6 +38,7 @@ import dis
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import CodeType, FrameType
@@ -153,9 +154,11 @@ def _with_exits(code: CodeType) -> frozenset[int]:
 class _Injector:
     """A `sys.settrace` function raising KeyboardInterrupt at the N-th traced line."""
 
-    def __init__(self, files: frozenset[str], target: int) -> None:
+    def __init__(self, files: frozenset[str], target: int, budget: float) -> None:
         self.files = files
         self.target = target
+        self.deadline = time.monotonic() + budget
+        self.overran = False
         self.count = 0
         self.injected_at: str | None = None
         self.raised: KeyboardInterrupt | None = None
@@ -166,6 +169,10 @@ class _Injector:
         return self.local_trace
 
     def local_trace(self, frame: FrameType, event: str, arg: object) -> Any:
+        if not self.overran and time.monotonic() > self.deadline:
+            # A spin inside the package: end it rather than count its lines.
+            self.overran = True
+            raise Overran(f"still running inside the package after {self.count} lines")
         if (
             event == "line"
             and self.injected_at is None
@@ -182,6 +189,10 @@ class _Injector:
         return self.local_trace if self.injected_at is None else None
 
 
+class Overran(BaseException):
+    """Ends a scenario still running inside the package after its time budget."""
+
+
 @dataclass
 class Run:
     """One run of a scenario under the injector."""
@@ -192,6 +203,8 @@ class Run:
     state: Any = None
     # The KeyboardInterrupt instance raised, to check it surfaced as itself.
     raised: KeyboardInterrupt | None = None
+    # The scenario overran its budget inside the package (a spin) and was ended.
+    overran: bool = False
 
     @property
     def injected(self) -> bool:
@@ -208,6 +221,7 @@ def inject_keyboard_interrupts(
     setup: Callable[[], Any] = lambda: None,
     files: Iterable[str] | None = None,
     max_runs: int = 5000,
+    budget: float = WAIT,
 ) -> int:
     """Run ``scenario`` once per reachable injection point; return how many runs.
 
@@ -217,7 +231,10 @@ def inject_keyboard_interrupts(
     the package), then ``check(run)`` (untraced; ``run.state`` is ``state``).
     Stops after the first run with no injection. A `KeyboardInterrupt`
     escaping the scenario is caught and handed to ``check`` as ``run.error``,
-    as is anything else it raised.
+    as is anything else it raised. A run still executing inside the package
+    after ``budget`` seconds (a spin) is ended with `Overran` and reported as
+    ``run.overran``; a run blocked outside Python code is left to the test's
+    timeout.
 
     Raises:
         AssertionError: the scenario still reached injection points after
@@ -226,7 +243,7 @@ def inject_keyboard_interrupts(
     traced = frozenset(files) if files is not None else package_files()
     for n in range(1, max_runs + 1):
         state = setup()
-        injector = _Injector(traced, n)
+        injector = _Injector(traced, n, budget)
         error: BaseException | None = None
         previous = sys.gettrace()
         sys.settrace(injector.global_trace)
@@ -235,13 +252,13 @@ def inject_keyboard_interrupts(
         except BaseException as raised:
             sys.settrace(previous)
             if raised is not injector.raised and not isinstance(
-                raised, (Exception, BaseExceptionGroup)
+                raised, (Exception, BaseExceptionGroup, Overran)
             ):
                 raise  # not ours: a real Ctrl-C, a test timeout, SystemExit...
             error = raised  # handed to the checker
         finally:
             sys.settrace(previous)
-        run = Run(n, injector.injected_at, error, state, injector.raised)
+        run = Run(n, injector.injected_at, error, state, injector.raised, injector.overran)
         # Only the run holds the error (and through its traceback the
         # scenario's frames): the checker may drop it to see what is freed.
         del error, state
