@@ -40,18 +40,8 @@ from queue import Empty, SimpleQueue
 from types import TracebackType
 from typing import Any, Final, Literal, ParamSpec, TypeVar, final, overload
 
-from ._errors import OperationCancelledError
 from ._primitives import _check_timeout
-from ._task import (
-    Board,
-    CancellableFuture,
-    claim,
-    finish,
-    finish_cancelled,
-    own_token_cancelled,
-    reject,
-    start,
-)
+from ._task import Board, CancellableFuture, execute, reject
 from ._token import (
     CancellationToken,
     CancellationTokenSource,
@@ -101,8 +91,9 @@ class _Core(Board):
     )
 
     def __init__(self, ex_token: CancellationToken | None, max_pending: int | None) -> None:
-        super().__init__(ex_token, max_pending)
-        self.queue: SimpleQueue[CancellableFuture[Any] | None] = SimpleQueue()
+        queue: SimpleQueue[CancellableFuture[Any] | None] = SimpleQueue()
+        super().__init__(ex_token, max_pending, queue.put)
+        self.queue = queue
         # One item per finished task while the pool may still grow: the
         # stdlib's idle semaphore, without the semaphore.
         self.idle: SimpleQueue[None] = SimpleQueue()
@@ -228,29 +219,9 @@ def _work(
                     core.queue.put(None)
                     return
                 continue
-            if not claim(future) or not start(future):
-                continue  # cancelled while pending
-            fn = future._fn
-            args = future._args
-            kwargs = future._kwargs
-            ctx = future._ctx
-            future._fn = None
-            future._args = ()
-            future._kwargs = None
-            future._ctx = None
-            try:
-                result = ctx.run(_run_task, future, fn, args, kwargs)  # type: ignore[union-attr,arg-type]
-            except BaseException as error:
-                if isinstance(error, OperationCancelledError) and own_token_cancelled(future):
-                    finish_cancelled(future)
-                else:
-                    finish(future, None, error)
-                del error
-            else:
-                finish(future, result, None)
-                del result
+            execute(future, _run_task)
             # Drop references before blocking again (the stdlib's issue16284).
-            del future, fn, args, kwargs, ctx
+            del future
             if not core.full:
                 idle_put(None)
     except BaseException:
@@ -480,7 +451,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
                     raise RuntimeError("cannot schedule new futures after shutdown")
                 if _exiting:
                     raise RuntimeError("cannot schedule new futures after interpreter shutdown")
-                cause, stale = core.enqueue(future, tok, core.queue.put)
+                cause, stale = core.enqueue(future, tok)
                 if cause is None:
                     reserved = False  # the slot is the task's now: its claimer frees it
                     if not core.full:

@@ -2,9 +2,11 @@
 
 This module is the one owner of an executor task's state. The pool
 (`_executor.py`) creates tasks with `Board.enqueue`, and then only calls the
-named transitions below: `claim` and `start` (a worker), `finish` (the worker
-that ran it), `cancel_pending` (anyone ending one pending task) and
-`Group.drain` (a token's cancel ending every pending task of a submit token).
+named transitions below: `execute` (a worker's turn: claim, start, run,
+finish), `cancel_pending` (anyone ending one pending task), `reject` (a task
+cancelled before it was queued) and `Group.drain` (a token's cancel ending
+every pending task of a submit token). `claim` and `start` are `execute`'s
+first steps, also used by `set_running_or_notify_cancel`.
 
 States, with the stdlib's names: PENDING -> RUNNING -> FINISHED, PENDING ->
 CANCELLED_AND_NOTIFIED (never started), RUNNING -> CANCELLED_AND_NOTIFIED (a
@@ -67,6 +69,7 @@ from concurrent.futures._base import (
 from contextvars import Context
 from typing import Any, Final, TypeVar
 
+from ._errors import OperationCancelledError
 from ._primitives import _check_timeout
 from ._token import (
     CancellationToken,
@@ -207,10 +210,18 @@ class Board:
         "lock",
         "max_pending",
         "pending",
+        "put",
         "space",
     )
 
-    def __init__(self, ex_token: CancellationToken | None, max_pending: int | None) -> None:
+    def __init__(
+        self,
+        ex_token: CancellationToken | None,
+        max_pending: int | None,
+        put: Callable[[CancellableFuture[Any]], object],
+    ) -> None:
+        # Hands a pending task to the pool's workers.
+        self.put = put
         self.lock = threading.RLock()
         self.ex_token = ex_token
         self.bounded = max_pending is not None
@@ -263,10 +274,7 @@ class Board:
         return stale
 
     def enqueue(
-        self,
-        future: CancellableFuture[Any],
-        tok: CancellationToken | None,
-        put: Callable[[CancellableFuture[Any]], object],
+        self, future: CancellableFuture[Any], tok: CancellationToken | None
     ) -> tuple[CancellationToken | None, list[CancellationTokenRegistration] | None]:
         """Make ``future`` a pending task of the current generation; ``lock`` held.
 
@@ -302,7 +310,7 @@ class Board:
                     return tok, stale
         future._group = group
         group[future] = True
-        put(future)
+        self.put(future)
         return None, stale
 
     def new_generation(self) -> Gen:
@@ -548,14 +556,61 @@ def start(future: CancellableFuture[Any]) -> bool:
     return True
 
 
-def finish(future: CancellableFuture[Any], result: Any, exception: BaseException | None) -> None:
-    """End a running task with its result or exception (its worker only)."""
-    end(future, _FIN, result, exception, None)
+def execute(future: CancellableFuture[Any], run: Callable[..., Any]) -> None:
+    """A worker's whole turn with one task it took from the queue.
 
-
-def finish_cancelled(future: CancellableFuture[Any]) -> None:
-    """End a running task cancelled: it stopped cooperatively (its worker only)."""
-    end(future, _CXL, None, None, future.token)
+    `claim`, `start`, the call and `finish`, written out inline because this
+    is the pool's hot path (each function call saved is about 5% of a no-op
+    task). ``run(future, fn, args, kwargs)`` calls the task in its context.
+    """
+    group = future._group
+    if group is None or group.pop(future, None) is None:
+        return  # cancelled while pending
+    if group.watch:
+        group.settle(1)
+    future._st = RUNNING
+    token = group.token
+    own = future._tok
+    if (
+        (token is not None and token._cancelled)
+        or group.gen.token._cancelled
+        or (own is not None and own._cancelled)
+    ):
+        # A cancel was seen before the task started: it never starts.
+        _drop_call(future)
+        end(future, _CXL, None, None, group.cancel_seen(future))
+        return
+    reg = future._treg
+    if reg is not None:
+        future._treg = None
+        reg.unregister()
+    fn = future._fn
+    args = future._args
+    kwargs = future._kwargs
+    ctx = future._ctx
+    future._fn = None
+    future._args = ()
+    future._kwargs = None
+    future._ctx = None
+    try:
+        result = ctx.run(run, future, fn, args, kwargs)  # type: ignore[union-attr]
+    except BaseException as error:
+        if isinstance(error, OperationCancelledError) and own_token_cancelled(future):
+            end(future, _CXL, None, None, future.token)
+        else:
+            end(future, _FIN, None, error, None)
+        del error
+        return
+    if future._sync is None:
+        with group.lock:
+            if future._sync is None:
+                # Nobody observes it: no condition, no waiters, no callbacks.
+                future._result = result
+                future._st = FINISHED
+                future._sync = _FIN
+                future._group = None
+                return
+    end(future, _FIN, result, None, None)
 
 
 def own_token_cancelled(future: CancellableFuture[Any]) -> bool:
