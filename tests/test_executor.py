@@ -368,7 +368,14 @@ class TestRunningTasks:
         cts = CancellationTokenSource()
         bound = pool.with_token(cts.token)
         assert bound.token is cts.token
-        fut = bound.submit(current_token)
+        started = threading.Event()
+
+        def task() -> CancellationToken:
+            started.set()
+            return current_token()
+
+        fut = bound.submit(task)
+        assert started.wait(timeout=5)  # running: the cancel reaches its token
         cts.cancel()
         assert fut.result(timeout=5).is_cancellation_requested
         with pytest.raises(TypeError):

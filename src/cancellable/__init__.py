@@ -22,6 +22,8 @@ from ._primitives import sleep as sleep
 from ._queues import LifoQueue as LifoQueue
 from ._queues import PriorityQueue as PriorityQueue
 from ._queues import Queue as Queue
+from ._stats import ExecutorStatistics as ExecutorStatistics
+from ._stats import Laggard as Laggard
 from ._task import CancellableFuture as CancellableFuture
 from ._token import CancellationToken as CancellationToken
 from ._token import CancellationTokenRegistration as CancellationTokenRegistration
@@ -39,6 +41,8 @@ __all__ = [
     "CancellationTokenSource",
     "Condition",
     "Event",
+    "ExecutorStatistics",
+    "Laggard",
     "LifoQueue",
     "Lock",
     "OperationCancelledError",

@@ -23,6 +23,7 @@ executor nobody references is collected and its workers exit, as in the stdlib.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -40,8 +41,10 @@ from queue import Empty, SimpleQueue
 from types import TracebackType
 from typing import Any, Final, Literal, ParamSpec, TypeVar, final, overload
 
+from ._checks import check_seconds
 from ._primitives import _check_timeout
-from ._task import Board, CancellableFuture, execute, reject
+from ._stats import ExecutorStatistics, Laggard
+from ._task import Board, CancellableFuture, WorkerRecord, execute, reject
 from ._token import (
     CancellationToken,
     CancellationTokenSource,
@@ -49,6 +52,8 @@ from ._token import (
 )
 
 __all__ = ["CancellableThreadPoolExecutor", "TokenBoundExecutor"]
+
+_log = logging.getLogger("cancellable")
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -83,6 +88,7 @@ class _Core(Board):
         "exited",
         "full",
         "idle",
+        "laggard_grace",
         "launching",
         "queue",
         "shutdown",
@@ -90,7 +96,9 @@ class _Core(Board):
         "worker_ids",
     )
 
-    def __init__(self, ex_token: CancellationToken | None, max_pending: int | None) -> None:
+    def __init__(
+        self, ex_token: CancellationToken | None, max_pending: int | None, laggard_grace: float
+    ) -> None:
         queue: SimpleQueue[CancellableFuture[Any] | None] = SimpleQueue()
         super().__init__(ex_token, max_pending, queue.put)
         self.queue = queue
@@ -110,23 +118,47 @@ class _Core(Board):
         # thread and its starter each pop it (an atomic dict.pop); whichever
         # gets None knows the other one has settled the count.
         self.launching: dict[threading.Thread, bool] = {}
+        self.laggard_grace = laggard_grace
 
-    def wait_for_workers(self, threads: list[threading.Thread]) -> None:
+    def wait_for_workers(
+        self, threads: list[threading.Thread], reported: set[int] | None = None
+    ) -> None:
         """Block until every worker has finished, then join them.
 
         Waiting on a condition rather than in ``Thread.join`` first keeps a
         Ctrl-C harmless: on 3.11 a ``join`` interrupted by KeyboardInterrupt
         can mark a still-running thread as stopped, and then nobody (not even
         the interpreter at exit) waits for it any more.
+
+        Meanwhile, each task still running ``laggard_grace`` seconds after its
+        cancel is logged once (WARNING, the ``cancellable`` logger), with its
+        stack: the answer to "why does my program not exit". The wait wakes
+        for that at the moment the next known laggard is due, never by
+        polling; a cancel made by another thread during the wait is noticed
+        when a worker exits or a known deadline passes.
         """
         if threading.get_ident() not in self.worker_ids:
-            with self.exited:
-                while self.alive:
-                    self.exited.wait()
+            if reported is None:
+                reported = set()
+            while True:
+                due = self.report_laggards(reported)
+                with self.exited:
+                    if not self.alive:
+                        break
+                    self.exited.wait(due)
         # From one of the pool's own workers this raises the stdlib's
         # "cannot join current thread", as ThreadPoolExecutor does.
         for thread in threads:
             thread.join()
+
+    def report_laggards(self, reported: set[int]) -> float | None:
+        """Log the laggards not reported yet; return seconds until the next is due."""
+        found, due = self.laggards(self.laggard_grace)
+        for laggard, key in found:
+            if key not in reported:
+                reported.add(key)
+                _log.warning("a cancelled task is still running: %s", laggard)
+        return due
 
     def worker_exited(self) -> None:
         with self.exited:
@@ -144,7 +176,9 @@ class _Core(Board):
         try:
             for group in groups:
                 try:
-                    group.drain(None, BrokenThreadPool(self.broken))
+                    ended = group.drain(None, BrokenThreadPool(self.broken))
+                    with self.lock:
+                        self.failed_pending += ended
                 except BaseException as error:  # every group ends first
                     first = first or error
             self.wake_blocked_submitters()
@@ -197,7 +231,23 @@ def _work(
     initializer: Callable[..., object] | None,
     initargs: tuple[Any, ...],
 ) -> None:
-    core.worker_ids.add(threading.get_ident())
+    ident = threading.get_ident()
+    core.worker_ids.add(ident)
+    record = WorkerRecord(ident, threading.current_thread().name)
+    core.enrol(record)
+    try:
+        _serve(core, executor_ref, initializer, initargs, record)
+    finally:
+        core.retire(record)
+
+
+def _serve(
+    core: _Core,
+    executor_ref: weakref.ref[CancellableThreadPoolExecutor],
+    initializer: Callable[..., object] | None,
+    initargs: tuple[Any, ...],
+    record: WorkerRecord,
+) -> None:
     if initializer is not None:
         reset = _ambient.set(core.ex_token or _NONE)
         try:
@@ -219,7 +269,7 @@ def _work(
                     core.queue.put(None)
                     return
                 continue
-            execute(future, _run_task)
+            execute(future, _run_task, record)
             # Drop references before blocking again (the stdlib's issue16284).
             del future
             if not core.full:
@@ -278,12 +328,17 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             makes later submits return cancelled futures.
         max_pending: Most tasks not yet started; ``submit`` blocks when that
             many are waiting. None means unbounded.
+        laggard_grace: Seconds a task may go on running after its token was
+            cancelled before ``shutdown(wait=True)``, a ``with`` exit or the
+            interpreter-exit wait logs it (WARNING, ``cancellable`` logger,
+            with its stack). Infinity never reports.
 
     Raises:
-        ValueError: ``max_workers`` or ``max_pending`` is not greater than 0.
+        ValueError: ``max_workers`` or ``max_pending`` is not greater than 0,
+            or ``laggard_grace`` is negative or NaN.
         TypeError: ``initializer`` is not callable, ``token`` is not a
-            `CancellationToken`, or ``max_workers`` or ``max_pending`` is not
-            an integer.
+            `CancellationToken`, ``max_workers`` or ``max_pending`` is not
+            an integer, or ``laggard_grace`` is not a number.
     """
 
     __module__ = "cancellable"
@@ -297,7 +352,9 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         *,
         token: CancellationToken | None = None,
         max_pending: int | None = None,
+        laggard_grace: float = 5.0,
     ) -> None:
+        grace = check_seconds(laggard_grace, "laggard_grace")
         if max_workers is None:
             max_workers = min(32, (os.cpu_count() or 1) + 4)
         elif isinstance(max_workers, bool) or not isinstance(max_workers, int):
@@ -320,7 +377,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             if max_pending <= 0:
                 raise ValueError(f"max_pending must be greater than 0, got {max_pending!r}")
         ex_token = token if token is not None and token._lock is not None else None
-        core = _Core(ex_token, max_pending)
+        core = _Core(ex_token, max_pending, threading.TIMEOUT_MAX if grace is None else grace)
         self._core = core
         self._max_workers = max_workers
         self._work_queue = core.queue  # type: ignore[assignment]
@@ -539,6 +596,33 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             if num_threads + 1 >= self._max_workers:
                 core.full = True
 
+    # -- what the pool is doing ----------------------------------------------------
+
+    def statistics(self) -> ExecutorStatistics:
+        """Return a snapshot of the pool's counts (see `ExecutorStatistics`).
+
+        Exact whenever the pool is quiescent; cheap enough to poll (it sums
+        one small record per worker and takes the pool's lock briefly, never
+        blocking on tasks). The submit and run paths take no lock for it.
+        """
+        return self._core.statistics(self._core.alive)
+
+    def laggards(self, grace: float = 0.0) -> list[Laggard]:
+        """Return the running tasks whose token was cancelled over ``grace`` seconds ago.
+
+        Each `Laggard` names the worker thread, the callable, the seconds
+        since the cancel, the reason and the worker's current stack: the
+        tasks that hold up a shutdown because they do not check their token.
+        Never blocks on tasks.
+
+        Raises:
+            TypeError: ``grace`` is not a number.
+            ValueError: ``grace`` is negative or NaN.
+        """
+        seconds = check_seconds(grace, "grace")
+        found, _ = self._core.laggards(threading.TIMEOUT_MAX if seconds is None else seconds)
+        return [laggard for laggard, _ in found]
+
     def with_token(self, token: CancellationToken) -> TokenBoundExecutor:
         """Return a view of this executor whose ``submit``/``map`` use ``token``.
 
@@ -706,12 +790,13 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         if wait:
             with core.lock:
                 threads = list(self._threads)
+            reported: set[int] = set()
             try:
-                core.wait_for_workers(threads)
+                core.wait_for_workers(threads, reported)
             except KeyboardInterrupt:
                 core.gen.cancel("interrupted while waiting for tasks")
                 # A second Ctrl-C propagates from here and stops the wait.
-                core.wait_for_workers(threads)
+                core.wait_for_workers(threads, reported)
                 raise
 
     def __exit__(
@@ -867,11 +952,12 @@ def _python_exit() -> None:
             threads.append(list(core.threads))
         core.queue.put(None)
         core.wake_blocked_submitters()
+    reported: list[set[int]] = [set() for _ in cores]
     try:
         for hook in _exit_wait_hooks:
             hook("waiting")
-        for core, core_threads in zip(cores, threads, strict=True):
-            core.wait_for_workers(core_threads)
+        for core, core_threads, seen in zip(cores, threads, reported, strict=True):
+            core.wait_for_workers(core_threads, seen)
     except KeyboardInterrupt:
         for core in cores:
             core.gen.cancel("interrupted while waiting for tasks at exit")
@@ -879,8 +965,8 @@ def _python_exit() -> None:
             hook("cancelled")
         # A second Ctrl-C propagates from here: the interpreter then exits
         # without waiting for tasks that ignore cancellation.
-        for core, core_threads in zip(cores, threads, strict=True):
-            core.wait_for_workers(core_threads)
+        for core, core_threads, seen in zip(cores, threads, reported, strict=True):
+            core.wait_for_workers(core_threads, seen)
 
 
 threading._register_atexit(_python_exit)  # type: ignore[attr-defined]

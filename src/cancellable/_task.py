@@ -53,8 +53,10 @@ through it, as the stdlib does).
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
+import traceback
 from _thread import allocate_lock
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, InvalidStateError
@@ -71,6 +73,7 @@ from typing import Any, Final, TypeVar
 
 from ._errors import OperationCancelledError
 from ._primitives import _check_timeout
+from ._stats import ExecutorStatistics, Laggard
 from ._token import (
     CancellationToken,
     CancellationTokenRegistration,
@@ -205,12 +208,17 @@ class Board:
         "__weakref__",
         "bounded",
         "empties",
+        "enqueued",
         "ex_token",
+        "failed_pending",
         "gen",
         "lock",
         "max_pending",
         "pending",
         "put",
+        "records",
+        "rejected",
+        "retired",
         "space",
     )
 
@@ -232,6 +240,15 @@ class Board:
         # Groups seen empty since the last collection (see collect_empties).
         self.empties: list[Group] = []
         self.gen = Gen(self)
+        # Counts for statistics(), changed under ``lock``: tasks queued,
+        # tasks ended at submit (already cancelled), pending tasks a failed
+        # initializer ended, and the counts of workers that exited
+        # (completed, failed, cancelled). Live workers count in their records.
+        self.enqueued = 0
+        self.rejected = 0
+        self.failed_pending = 0
+        self.retired = [0, 0, 0]
+        self.records: dict[int, WorkerRecord] = {}
 
     # -- slots ---------------------------------------------------------------
 
@@ -287,12 +304,14 @@ class Board:
         gen_token = gen.token
         if gen_token._cancelled:
             future._group = gen.default
+            self.rejected += 1
             return gen_token, stale
         if tok is None:
             group = gen.default
         else:
             if tok._cancelled:
                 future._group = gen.default
+                self.rejected += 1
                 return tok, stale
             if len(self.empties) >= _COLLECT_AT:
                 # Before the lookup: the group found below is never one
@@ -307,11 +326,101 @@ class Board:
                     # Cancelled while it registered: its callback ran on
                     # this thread, on the empty group.
                     future._group = group
+                    self.rejected += 1
                     return tok, stale
         future._group = group
         group[future] = True
         self.put(future)
+        self.enqueued += 1
         return None, stale
+
+    # -- what the pool reports -----------------------------------------------
+
+    def enrol(self, record: WorkerRecord) -> None:
+        # No lock: a new worker must not wait for the submit that started it
+        # (readers copy the dict in one C call, atomic under the GIL).
+        self.records[record.ident] = record
+
+    def retire(self, record: WorkerRecord) -> None:
+        with self.lock:
+            if self.records.pop(record.ident, None) is record:
+                retired = self.retired
+                retired[0] += record.completed
+                retired[1] += record.failed
+                retired[2] += record.cancelled
+
+    def statistics(self, workers: int) -> ExecutorStatistics:
+        """A snapshot of the counts (see `ExecutorStatistics`); takes ``lock`` briefly."""
+        with self.lock:
+            records = list(self.records.values())
+            pending = sum(len(group) for group in self.gen.groups.values())
+            enqueued = self.enqueued
+            rejected = self.rejected
+            failed_pending = self.failed_pending
+            completed, failed, cancelled = self.retired
+        running = laggards = 0
+        for record in records:
+            completed += record.completed
+            failed += record.failed
+            cancelled += record.cancelled
+            current = record.current
+            if current is not None:
+                running += 1
+                if cancel_time(current) is not None:
+                    laggards += 1
+        claimed = completed + failed + cancelled + running
+        cancelled += rejected + max(0, enqueued - claimed - pending - failed_pending)
+        return ExecutorStatistics(
+            workers=workers,
+            idle_workers=max(0, workers - running),
+            pending=pending,
+            running=running,
+            completed=completed,
+            failed=failed + failed_pending,
+            cancelled=cancelled,
+            laggards=laggards,
+        )
+
+    def laggards(self, grace: float) -> tuple[list[tuple[Laggard, int]], float | None]:
+        """The running tasks cancelled at least ``grace`` seconds ago.
+
+        Returns them, each with the id of its future, and the seconds until
+        the next running cancelled task reaches ``grace`` (None if none).
+        """
+        with self.lock:
+            records = list(self.records.values())
+        now = time.monotonic()
+        frames: dict[int, Any] | None = None
+        found = []
+        next_due: float | None = None
+        for record in records:
+            current = record.current
+            if current is None:
+                continue
+            cancelled = cancel_time(current)
+            fn = current._fn
+            if cancelled is None or fn is None:
+                continue
+            since = now - cancelled[0]
+            if since < grace:
+                due = grace - since
+                next_due = due if next_due is None else min(next_due, due)
+                continue
+            if frames is None:
+                frames = sys._current_frames()
+            frame = frames.get(record.ident)
+            stack = _task_stack(frame) if frame is not None else ""
+            qualname = getattr(fn, "__qualname__", None)
+            laggard = Laggard(
+                thread_name=record.name,
+                qualname=qualname if isinstance(qualname, str) else repr(fn),
+                seconds_since_cancel=since,
+                reason=cancelled[1],
+                stack=stack,
+            )
+            found.append((laggard, id(current)))
+        del frames
+        return found, next_due
 
     def new_generation(self) -> Gen:
         """Start a new generation and return the old one (for `cancel_all`)."""
@@ -433,7 +542,7 @@ class Group(dict["CancellableFuture[Any]", bool]):
     def __call__(self) -> None:
         self.drain(self.token)
 
-    def drain(self, cause: CancellationToken | None, error: BaseException | None = None) -> None:
+    def drain(self, cause: CancellationToken | None, error: BaseException | None = None) -> int:
         """End every pending task: cancelled by ``cause``, or failed with a copy of ``error``.
 
         Each batch's tasks are popped and their final states published before
@@ -447,6 +556,7 @@ class Group(dict["CancellableFuture[Any]", bool]):
         with every ``result()``).
         """
         first: BaseException | None = None
+        total = 0
         pop = self.popitem
         while self:
             ended: list[CancellableFuture[Any]] = []
@@ -475,6 +585,7 @@ class Group(dict["CancellableFuture[Any]", bool]):
                 first = first or raised
                 if future is not None and not _is_final(future) and future not in observed:
                     observed.append(future)
+            total += count
             try:
                 self.settle(count)
             except BaseException as raised:
@@ -507,6 +618,7 @@ class Group(dict["CancellableFuture[Any]", bool]):
                 raise first
             finally:
                 first = None
+        return total
 
 
 def _fresh(error: BaseException) -> BaseException:
@@ -556,12 +668,34 @@ def start(future: CancellableFuture[Any]) -> bool:
     return True
 
 
-def execute(future: CancellableFuture[Any], run: Callable[..., Any]) -> None:
+class WorkerRecord:
+    """What one worker counts and runs, for `Board.statistics` and laggard reports.
+
+    Only its worker writes it (no lock); readers sum the counts of every
+    record, so the figures are exact whenever the pool is quiescent.
+    """
+
+    __slots__ = ("cancelled", "completed", "current", "failed", "ident", "name")
+
+    def __init__(self, ident: int, name: str) -> None:
+        self.ident = ident
+        self.name = name
+        # The task running now, else None.
+        self.current: CancellableFuture[Any] | None = None
+        self.completed = 0
+        self.failed = 0
+        # Ended cancelled by this worker: a cancel seen as it started, or an
+        # OperationCancelledError escaping while its token was cancelled.
+        self.cancelled = 0
+
+
+def execute(future: CancellableFuture[Any], run: Callable[..., Any], record: WorkerRecord) -> None:
     """A worker's whole turn with one task it took from the queue.
 
-    `claim`, `start`, the call and `finish`, written out inline because this
-    is the pool's hot path (each function call saved is about 5% of a no-op
-    task). ``run(future, fn, args, kwargs)`` calls the task in its context.
+    `claim`, `start`, the call and the finish, written out inline because
+    this is the pool's hot path (each function call saved is about 5% of a
+    no-op task). ``run(future, fn, args, kwargs)`` calls the task in its
+    context.
     """
     group = future._group
     if group is None or group.pop(future, None) is None:
@@ -578,29 +712,34 @@ def execute(future: CancellableFuture[Any], run: Callable[..., Any]) -> None:
     ):
         # A cancel was seen before the task started: it never starts.
         _drop_call(future)
+        record.cancelled += 1
         end(future, _CXL, None, None, group.cancel_seen(future))
         return
     reg = future._treg
     if reg is not None:
         future._treg = None
         reg.unregister()
-    fn = future._fn
-    args = future._args
-    kwargs = future._kwargs
-    ctx = future._ctx
+    # The call stays on the future while it runs (a laggard report names it).
+    record.current = future
+    try:
+        result = future._ctx.run(run, future, future._fn, future._args, future._kwargs)  # type: ignore[union-attr]
+    except BaseException as error:
+        record.current = None
+        _drop_call(future)
+        if isinstance(error, OperationCancelledError) and own_token_cancelled(future):
+            record.cancelled += 1
+            end(future, _CXL, None, None, future.token)
+        else:
+            record.failed += 1
+            end(future, _FIN, None, error, None)
+        del error
+        return
+    record.current = None
+    record.completed += 1
     future._fn = None
     future._args = ()
     future._kwargs = None
     future._ctx = None
-    try:
-        result = ctx.run(run, future, fn, args, kwargs)  # type: ignore[union-attr]
-    except BaseException as error:
-        if isinstance(error, OperationCancelledError) and own_token_cancelled(future):
-            end(future, _CXL, None, None, future.token)
-        else:
-            end(future, _FIN, None, error, None)
-        del error
-        return
     if future._sync is None:
         with group.lock:
             if future._sync is None:
@@ -611,6 +750,32 @@ def execute(future: CancellableFuture[Any], run: Callable[..., Any]) -> None:
                 future._group = None
                 return
     end(future, _FIN, result, None, None)
+
+
+def _task_stack(frame: Any) -> str:
+    """A worker's stack from the task's own frames on (the pool's frames left out)."""
+    entries = traceback.extract_stack(frame)
+    for index, entry in enumerate(entries):
+        if entry.name == "_run_task" and entry.filename.endswith("_executor.py"):
+            entries = traceback.StackSummary.from_list(entries[index + 1 :])
+            break
+    return "".join(entries.format())
+
+
+def cancel_time(future: CancellableFuture[Any]) -> tuple[float, object] | None:
+    """When the earliest cancel that reaches a running task happened, and its reason."""
+    group = future._group
+    if group is None:
+        return None
+    seen = [
+        token
+        for token in (group.token, group.gen.token, future._tok)
+        if token is not None and token._cancelled
+    ]
+    if not seen:
+        return None
+    first = min(seen, key=lambda token: token._cancelled_at)
+    return first._cancelled_at, first._reason
 
 
 def own_token_cancelled(future: CancellableFuture[Any]) -> bool:

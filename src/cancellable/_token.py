@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 import weakref
 from _thread import LockType, allocate_lock
 from collections.abc import Callable, Iterator
@@ -149,6 +150,7 @@ class CancellationToken:
     __slots__ = (
         "__weakref__",
         "_cancelled",
+        "_cancelled_at",
         "_closed",
         "_deadline",
         "_links",
@@ -165,6 +167,8 @@ class CancellationToken:
     NONE: Final[CancellationToken]  # type: ignore[misc]
 
     _cancelled: bool
+    # time.monotonic() when it was cancelled (for the pool's laggard report).
+    _cancelled_at: float
     _reason: object
     _lock: LockType | None
     _regs: dict[_Registration, None] | None
@@ -374,6 +378,7 @@ class CancellationToken:
             if self._cancelled:
                 return None
             self._reason = reason
+            self._cancelled_at = time.monotonic()
             self._cancelled = True
             links, self._links = self._links, None
             deadline, self._deadline = self._deadline, None
@@ -461,6 +466,7 @@ class CancellationToken:
 def _new_token() -> CancellationToken:
     token: CancellationToken = _new(CancellationToken)
     token._cancelled = False
+    token._cancelled_at = 0.0
     token._reason = None
     token._lock = allocate_lock()
     token._regs = None
