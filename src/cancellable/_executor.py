@@ -44,7 +44,15 @@ from typing import Any, Final, Literal, ParamSpec, TypeVar, final, overload
 from ._checks import check_seconds
 from ._primitives import _check_timeout
 from ._stats import ExecutorStatistics, Laggard
-from ._task import Board, CancellableFuture, WorkerRecord, execute, reject
+from ._task import (
+    Board,
+    CancellableFuture,
+    SignalSafeCondition,
+    WorkerRecord,
+    execute,
+    notify_all,
+    reject,
+)
 from ._token import (
     CancellationToken,
     CancellationTokenSource,
@@ -72,11 +80,6 @@ _exit_wait_hooks: list[Callable[[str], object]] = []
 
 
 _NO_KWARGS: Final[dict[str, Any]] = {}
-
-
-def _notify_all(cond: threading.Condition) -> None:
-    with cond:
-        cond.notify_all()
 
 
 class _Core(Board):
@@ -113,7 +116,7 @@ class _Core(Board):
         # Workers started and not yet finished, and the condition they
         # notify on their way out.
         self.alive = 0
-        self.exited = threading.Condition(threading.Lock())
+        self.exited = SignalSafeCondition(threading.Lock())
         # Threads being started, each already counted in ``alive``. The
         # thread and its starter each pop it (an atomic dict.pop); whichever
         # gets None knows the other one has settled the count.
@@ -537,7 +540,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             with space:
                 core.pending += 1
             return True
-        reg = tok.register(_notify_all, space) if tok is not None else None
+        reg = tok.register(notify_all, space) if tok is not None else None
         try:
             with space:
                 while core.pending >= core.max_pending:
@@ -979,11 +982,11 @@ def _after_fork_in_child() -> None:
         core.lock = threading.RLock()
         for group in list(core.gen.groups.values()):
             group.lock = allocate_lock()
-        core.space = threading.Condition(threading.Lock())
+        core.space = SignalSafeCondition(threading.Lock())
         core.broken = "the thread pool was inherited through fork() and is not usable"
         core.threads.clear()
         core.worker_ids.clear()
-        core.exited = threading.Condition(threading.Lock())
+        core.exited = SignalSafeCondition(threading.Lock())
         core.alive = 0
         core.launching.clear()
 

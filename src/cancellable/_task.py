@@ -69,6 +69,7 @@ from concurrent.futures._base import (
     RUNNING,
 )
 from contextvars import Context
+from operator import attrgetter
 from typing import Any, Final, TypeVar
 
 from ._errors import OperationCancelledError
@@ -82,7 +83,7 @@ from ._token import (
     _new_token,
 )
 
-__all__ = ["Board", "CancellableFuture", "Group"]
+__all__ = ["Board", "CancellableFuture", "Group", "SignalSafeCondition"]
 
 _R = TypeVar("_R")
 _log = logging.getLogger("cancellable")
@@ -105,13 +106,27 @@ _COLLECT_AT: Final = 32
 # -- synchronisation of observed futures -----------------------------------------
 
 
+class SignalSafeCondition(threading.Condition):
+    """A `threading.Condition` whose ``with`` enters and exits in C.
+
+    ``threading.Condition.__exit__`` is a Python frame, and a signal handled
+    at its first bytecode (a Ctrl-C raising KeyboardInterrupt) leaves its
+    lock held for good. Here ``__enter__`` and ``__exit__`` are the lock's own
+    C methods, fetched by a C getter, so the release at the end of a ``with``
+    block completes before any signal can be handled.
+    """
+
+    __enter__ = property(attrgetter("_lock.__enter__"))
+    __exit__ = property(attrgetter("_lock.__exit__"))
+
+
 class _Sync:
     """The condition, stdlib waiters and done-callbacks of an observed future."""
 
     __slots__ = ("callbacks", "cond", "waiters")
 
     def __init__(self) -> None:
-        self.cond = threading.Condition()
+        self.cond = SignalSafeCondition()
         self.waiters: list[Any] = []
         self.callbacks: list[Callable[[Any], object]] = []
 
@@ -168,7 +183,8 @@ _FREE: Final = _FreeCondition()
 _STANDALONE_LOCK: Final = threading.Lock()
 
 
-def _notify_all(cond: threading.Condition) -> None:
+def notify_all(cond: threading.Condition) -> None:
+    """Wake every thread waiting on ``cond``."""
     with cond:
         cond.notify_all()
 
@@ -236,7 +252,7 @@ class Board:
         self.max_pending = max_pending or 0
         # Tasks holding a max_pending slot: admitted and not yet claimed.
         self.pending = 0
-        self.space = threading.Condition(threading.Lock())
+        self.space = SignalSafeCondition(threading.Lock())
         # Groups seen empty since the last collection (see collect_empties).
         self.empties: list[Group] = []
         self.gen = Gen(self)
@@ -260,7 +276,7 @@ class Board:
 
     def wake_blocked_submitters(self) -> None:
         if self.bounded:
-            _notify_all(self.space)
+            notify_all(self.space)
 
     # -- groups ----------------------------------------------------------------
 
@@ -461,14 +477,18 @@ class Gen:
         with self.board.lock:
             groups = list(self.groups.values())
         first: BaseException | None = None
-        for group in groups:
+        remaining = iter(groups)
+        while True:
             try:
-                group.drain(self.token)
+                for group in remaining:
+                    group.drain(self.token)
             except BaseException as error:  # every group is drained first
                 if first is None:
                     first = error
                 else:
                     _log_later_error(error)
+                continue
+            break
         if first is not None:
             try:
                 raise first
@@ -551,57 +571,57 @@ class Group(dict["CancellableFuture[Any]", bool]):
         a callback, or a signal) is held until every task of the group has
         ended, then raised as itself; later ones are logged.
 
-        ``error`` is an exception class's instance used as a template: each
-        task gets its own instance (a shared one would grow one traceback
-        with every ``result()``).
+        ``error`` is an exception used as a template: each task gets its own
+        instance (a shared one would grow one traceback with every
+        ``result()``). Returns how many tasks this call ended.
         """
         first: BaseException | None = None
         total = 0
         pop = self.popitem
         while self:
-            ended: list[CancellableFuture[Any]] = []
             observed: list[CancellableFuture[Any]] = []
             count = 0
+            settled = False
             future = None
             try:
-                with self.lock:
-                    for _ in range(_DRAIN_BATCH):
-                        future, count = pop()[0], count + 1
-                        future._fn = None
-                        future._args = ()
-                        future._kwargs = None
-                        future._ctx = None
-                        if error is None and future._sync is None and future._treg is None:
-                            future._cause = cause
-                            future._st = CANCELLED_AND_NOTIFIED
-                            future._sync = _CXL
-                            future._group = None
-                        else:
-                            observed.append(future)
-                        future = None
-            except KeyError:
-                pass
-            except BaseException as raised:  # a signal: end what was popped first
-                first = first or raised
-                if future is not None and not _is_final(future) and future not in observed:
-                    observed.append(future)
-            total += count
-            try:
-                self.settle(count)
-            except BaseException as raised:
-                first = first or raised
-            for future in observed:
                 try:
+                    with self.lock:
+                        for _ in range(_DRAIN_BATCH):
+                            # One statement: a signal cannot separate the pop from the count.
+                            future, count = pop()[0], count + 1
+                            future._fn = None
+                            future._args = ()
+                            future._kwargs = None
+                            future._ctx = None
+                            if error is None and future._sync is None and future._treg is None:
+                                future._cause = cause
+                                future._st = CANCELLED_AND_NOTIFIED
+                                future._sync = _CXL
+                                future._group = None
+                            else:
+                                observed.append(future)
+                            future = None
+                except KeyError:
+                    pass
+                settled = self.settle(count)
+                for future in observed:
                     if error is None:
                         _publish(future, _CXL, None, None, cause)
                     else:
                         _publish(future, _FIN, None, _fresh(error), None)
-                    ended.append(future)
-                except BaseException as raised:
-                    first = first or raised
-                    _repair(future, None if error is None else _fresh(error), cause)
-                    ended.append(future)
-            for future in ended:
+            except BaseException as raised:  # a signal: what was popped still ends below
+                first = first or raised
+            finally:
+                # Whatever interrupted the lines above, every task popped ends.
+                if future is not None and not _is_final(future) and future not in observed:
+                    observed.append(future)
+                if not settled:
+                    self.settle(count)
+                for future in observed:
+                    if not _is_final(future):
+                        _repair(future, None if error is None else _fresh(error), cause)
+                total += count
+            for future in observed:
                 try:
                     _unregister_task_token(future)
                     _run_callbacks(future)
@@ -802,13 +822,13 @@ def cancel_pending(future: CancellableFuture[Any], cause: CancellationToken | No
             return False
         _drop_call(future)
         settled = group.settle(1)
+        end(future, _CXL, None, None, cause)
     except BaseException:
         if won:
             if not settled:
                 group.settle(1)
             _repair(future, None, cause)
         raise
-    end(future, _CXL, None, None, cause)
     return True
 
 
@@ -929,16 +949,21 @@ def _run_callbacks(future: CancellableFuture[Any]) -> None:
         return
     sync.callbacks = []  # type: ignore[union-attr]
     first: BaseException | None = None
-    for callback in callbacks:
+    remaining = iter(callbacks)
+    while True:
         try:
-            callback(future)
-        except Exception:
-            LOGGER.exception("exception calling callback for %r", future)
-        except BaseException as error:
+            for callback in remaining:
+                try:
+                    callback(future)
+                except Exception:
+                    LOGGER.exception("exception calling callback for %r", future)
+        except BaseException as error:  # a callback's, or a signal between two
             if first is None:
                 first = error
             else:
                 _log_later_error(error)
+            continue  # with the next callback
+        break
     if first is not None:
         try:
             raise first
@@ -1192,7 +1217,7 @@ class CancellableFuture(Future[_R]):
         if sync.__class__ is _Final:
             return sync.state
         cond = sync.cond  # type: ignore[union-attr]
-        reg = token.register(_notify_all, cond)
+        reg = token.register(notify_all, cond)
         try:
             deadline = None if timeout is None else time.monotonic() + timeout
             with cond:
