@@ -521,8 +521,8 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
                 core.free_slots(1)
             raise
         if stale:
-            for reg in stale:
-                reg.unregister()
+            for group in stale:
+                group.unwatch()
         if cause is not None:
             if reserved:
                 core.free_slots(1)
@@ -980,8 +980,9 @@ def _after_fork_in_child() -> None:
     # and their locks may have been held by a thread that no longer exists.
     for core in list(_live):
         core.lock = threading.RLock()
+        core.gen.lock = allocate_lock()
         for group in list(core.gen.groups.values()):
-            group.lock = allocate_lock()
+            group.lock = core.gen.lock
         core.space = SignalSafeCondition(threading.Lock())
         core.broken = "the thread pool was inherited through fork() and is not usable"
         core.threads.clear()

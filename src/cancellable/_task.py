@@ -280,13 +280,14 @@ class Board:
 
     # -- groups ----------------------------------------------------------------
 
-    def collect_empties(self) -> list[CancellationTokenRegistration]:
+    def collect_empties(self) -> list[Group]:
         """Forget the groups that emptied; return their registrations to remove.
 
         Called with ``lock`` held, by a submit, before it looks up its group.
         Claimers only note an emptied group (one atomic ``list.append``), so
-        running a task never takes the pool's lock. The caller unregisters
-        outside the lock (``unregister`` may wait for a running callback).
+        running a task never takes the pool's lock. Returns the groups whose
+        watch on their token the caller must remove (`Group.unwatch`),
+        outside the lock.
         """
         empties = self.empties
         stale = []
@@ -300,20 +301,17 @@ class Board:
                 # already: a group can be noted empty more than once.
                 continue
             del groups[group.token]
-            reg = group.reg
-            if reg is not None:
-                group.reg = None
-                stale.append(reg)
+            stale.append(group)
         return stale
 
     def enqueue(
         self, future: CancellableFuture[Any], tok: CancellationToken | None
-    ) -> tuple[CancellationToken | None, list[CancellationTokenRegistration] | None]:
+    ) -> tuple[CancellationToken | None, list[Group] | None]:
         """Make ``future`` a pending task of the current generation; ``lock`` held.
 
         Returns ``(cause, stale)``: the token that had already cancelled the
-        task (the caller then ends it with `reject`) and stale registrations
-        the caller must remove outside the lock.
+        task (the caller then ends it with `reject`) and forgotten groups
+        whose watch the caller must remove outside the lock.
         """
         stale = None
         gen = self.gen
@@ -456,10 +454,14 @@ class Board:
 class Gen:
     """The tasks submitted since the pool's last `cancel_all` (a generation)."""
 
-    __slots__ = ("board", "default", "groups", "reg", "source", "token")
+    __slots__ = ("board", "default", "groups", "lock", "reg", "source", "token")
 
     def __init__(self, board: Board) -> None:
         self.board = board
+        # Orders a task finishing against the first thread that observes its
+        # future, for every group of the generation; held for a few bytecodes
+        # at a time. (One lock per group cost an allocation per submit token.)
+        self.lock = allocate_lock()
         ex_token = board.ex_token
         self.source = (
             CancellationTokenSource() if ex_token is None else CancellationTokenSource(ex_token)
@@ -482,6 +484,8 @@ class Gen:
             try:
                 for group in remaining:
                     group.drain(self.token)
+                    # A cancelled generation's groups never take a task again.
+                    group.unwatch()
             except BaseException as error:  # every group is drained first
                 if first is None:
                     first = error
@@ -499,33 +503,43 @@ class Gen:
 class Group(dict["CancellableFuture[Any]", bool]):
     """The pending tasks of one generation submitted with one token.
 
-    The group is itself the dict of its pending tasks, and its own
-    registration callback on its token: fewer objects per submit token.
+    The group is itself the dict of its pending tasks, and its own watcher
+    on its token (``_fn``, ``_args`` and ``_token`` are what the token's
+    cancel reads): no registration object per submit token, and no
+    strong-link bookkeeping, since the group holds its token itself.
     """
 
-    __slots__ = ("board", "gen", "lock", "reg", "token", "watch")
+    __slots__ = ("_args", "_fn", "_token", "board", "gen", "lock", "token", "watch")
+    # A key in its token's registrations: identity, not a dict's contents.
+    __hash__ = object.__hash__  # type: ignore[assignment]
+    __eq__ = object.__eq__
 
     def __init__(self, gen: Gen, token: CancellationToken | None) -> None:
-        # Orders a task finishing against the first thread that observes its
-        # future; held for a few bytecodes at a time.
-        self.lock = allocate_lock()
+        self.lock = gen.lock
         self.board = gen.board
         self.gen = gen
         self.token = token
-        self.reg: CancellationTokenRegistration | None = None
+        self._fn: Callable[..., object] | None = None
+        self._args: tuple[object, ...] = ()
+        self._token: CancellationToken | None = None
         # Whether a claim needs bookkeeping beyond the pop itself.
         self.watch = token is not None or self.board.bounded
 
     @classmethod
     def registered(cls, gen: Gen, token: CancellationToken) -> Group:
-        """A new, empty group registered on ``token``.
-
-        If ``token`` is cancelled meanwhile, the callback runs now on the
-        empty group: no task, so no user code, even under the pool's lock.
-        """
+        """A new, empty group watching ``token`` (unless it is already cancelled)."""
         group = cls(gen, token)
-        group.reg = token.register(group)
+        group._fn = group
+        if not token._watch(group):
+            group._fn = None
         return group
+
+    def unwatch(self) -> None:
+        """Stop watching the token (the group is forgotten or dead)."""
+        token = self._token
+        if token is not None:
+            token._unwatch(self)
+        self._fn = None
 
     @property
     def parents(self) -> tuple[CancellationToken, ...]:

@@ -134,6 +134,14 @@ def _link_died(link: _Link) -> None:
         regs.pop(link, None)
 
 
+class _Watcher(Protocol):
+    """What `CancellationToken._watch` takes: an object shaped like a registration."""
+
+    _token: CancellationToken | None
+    _fn: Callable[..., object] | None
+    _args: tuple[object, ...]
+
+
 _Registration = CancellationTokenRegistration | _Link
 
 
@@ -296,6 +304,40 @@ class CancellationToken:
         if waiter is not None:
             waiter.acquire()  # released once the running callback returns
         return False
+
+    def _watch(self, watcher: _Watcher) -> bool:
+        """Register ``watcher`` (its ``_fn(*_args)`` runs on cancel) for an owner
+        that itself keeps this token alive.
+
+        The library's lighter form of `register`: no registration object, and
+        the parents are not made to hold this token strongly (the owner does).
+        Returns False, adding nothing, if the token is already cancelled (or
+        is `CancellationToken.NONE`). Remove it with `_unwatch`.
+        """
+        lock = self._lock
+        if lock is None:
+            return False
+        with lock:
+            if self._cancelled:
+                return False
+            regs = self._regs
+            if regs is None:
+                regs = self._regs = {}
+            regs[watcher] = None  # type: ignore[index]
+            watcher._token = self
+            return True
+
+    def _unwatch(self, watcher: _Watcher) -> None:
+        """Remove a watcher added by `_watch`, unless its cancel already took it.
+
+        Never waits for the watcher to finish running.
+        """
+        with self._lock:  # type: ignore[union-attr]
+            regs = self._regs
+            if regs is not None and regs.pop(watcher, False) is None:  # type: ignore[call-overload]
+                watcher._token = None
+                if not regs:
+                    self._regs = None
 
     def _hold_links(self, strong: bool) -> None:
         # Called with self._lock held when the count of reasons to keep this
