@@ -35,7 +35,6 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures._base import FINISHED, LOGGER
 from concurrent.futures.thread import BrokenThreadPool
-from contextvars import copy_context
 from itertools import islice
 from queue import Empty, SimpleQueue
 from types import TracebackType
@@ -50,6 +49,7 @@ from ._task import (
     SignalSafeCondition,
     WorkerRecord,
     execute,
+    new_task,
     notify_all,
     reject,
 )
@@ -69,7 +69,6 @@ _T1 = TypeVar("_T1")
 _T2 = TypeVar("_T2")
 
 _NONE: Final = CancellationToken.NONE
-_new = object.__new__
 
 # Every live pool, for the interpreter-exit hook and the fork handler.
 _live: weakref.WeakSet[_Core] = weakref.WeakSet()
@@ -77,9 +76,6 @@ _exiting = False
 # Called with "waiting" just before the exit hook waits for workers and with
 # "cancelled" after a Ctrl-C cancelled them (tests use it to time signals).
 _exit_wait_hooks: list[Callable[[str], object]] = []
-
-
-_NO_KWARGS: Final[dict[str, Any]] = {}
 
 
 class _Core(Board):
@@ -493,13 +489,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             raise TypeError(f"fn must be callable, got {type(fn).__name__!r}")
         core = self._core
         reserved = False
-        future: CancellableFuture[_R] = _new(CancellableFuture)
-        future._fn = fn
-        future._args = args
-        # Share one empty dict rather than keep the call's own alive until the
-        # task runs (``**`` copies it for the callee anyway).
-        future._kwargs = kwargs or _NO_KWARGS
-        future._ctx = copy_context()
+        future: CancellableFuture[_R] = new_task(fn, args, kwargs)
         cause = stale = None
         try:
             if core.bounded and not (tok is not None and tok._cancelled):

@@ -68,7 +68,7 @@ from concurrent.futures._base import (
     PENDING,
     RUNNING,
 )
-from contextvars import Context
+from contextvars import Context, copy_context
 from operator import attrgetter
 from typing import Any, Final, TypeVar
 
@@ -87,6 +87,7 @@ __all__ = ["Board", "CancellableFuture", "Group", "SignalSafeCondition"]
 
 _R = TypeVar("_R")
 _log = logging.getLogger("cancellable")
+_new = object.__new__
 
 _DONE_STATES: Final = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
 _CANCELLED_STATES: Final = (CANCELLED, CANCELLED_AND_NOTIFIED)
@@ -671,6 +672,23 @@ def _log_later_error(error: BaseException) -> None:
 
 
 # -- transitions -----------------------------------------------------------------
+
+
+_NO_KWARGS: Final[dict[str, Any]] = {}
+
+
+def new_task(
+    fn: Callable[..., _R], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> CancellableFuture[_R]:
+    """A new task's future, holding its call and a copy of this thread's context."""
+    future: CancellableFuture[_R] = _new(CancellableFuture)
+    future._fn = fn
+    future._args = args
+    # Share one empty dict rather than keep the call's own alive until the
+    # task runs (``**`` copies it for the callee anyway).
+    future._kwargs = kwargs or _NO_KWARGS
+    future._ctx = copy_context()
+    return future
 
 
 def claim(future: CancellableFuture[Any]) -> bool:
