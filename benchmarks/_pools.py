@@ -55,6 +55,7 @@ STDLIB = "stdlib ThreadPoolExecutor"
 _TOKEN_NAMES = {
     "none": "cancellable",
     "per-task": "cancellable, token per task",
+    "per-request": "cancellable, per-request token",
     "job": "cancellable, one job token",
 }
 _REPORTED_MISSING: set[str] = set()
@@ -150,8 +151,11 @@ class CancellablePool(Pool):
     Without tokens the backlog goes with ``cancel_all()``. With
     ``tokens="per-task"`` every submit gets a fresh ``CancellationTokenSource``
     (the costliest way to use tokens) and the backlog still goes with
-    ``cancel_all()``. With ``tokens="job"`` every submit shares one job token
-    and the backlog goes with that token's one ``cancel()``.
+    ``cancel_all()``. With ``tokens="per-request"`` every submit gets a fresh
+    ``CancellationTokenSource(app.token)``, a child of one long-lived
+    application token: the pattern of a service that gives each request its
+    own token. With ``tokens="job"`` every submit shares one job token and the
+    backlog goes with that token's one ``cancel()``.
     """
 
     def __init__(
@@ -162,6 +166,7 @@ class CancellablePool(Pool):
         self.buffersize = buffersize
         self._pool = CancellableThreadPoolExecutor(max_workers)
         self._job = CancellationTokenSource()
+        self._app = CancellationTokenSource()
         self.name = _TOKEN_NAMES[tokens]
         if buffersize is not None:
             self.name += f", buffersize={buffersize}"
@@ -171,6 +176,9 @@ class CancellablePool(Pool):
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self.tokens == "job":
             return self._pool.submit(fn, *args, token=self._job.token)
+        if self.tokens == "per-request":
+            request = CancellationTokenSource(self._app.token)
+            return self._pool.submit(fn, *args, token=request.token)
         return self._pool.submit(fn, *args, token=CancellationTokenSource().token)
 
     def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:

@@ -51,6 +51,7 @@ _COLORS = {
     "cancellable": "C1",
     "cancellable, token per task": "C2",
     "cancellable, one job token": "C2",
+    "cancellable, per-request token": "C4",
     "pebble ThreadPool": "C3",
     FloorPool.name: "C7",
 }
@@ -300,11 +301,16 @@ def run(quick: bool = False, *, tiny: bool = False) -> str:
         return compare(variants, rounds=rounds, progress=lambda text: progress(f"{title}: {text}"))
 
     n = size["n"]
+    # The per-request pattern (a child of one app token per task) only here.
+    submit_pools = dict(pools)
+    submit_pools["cancellable, per-request token"] = lambda workers: CancellablePool(
+        workers, "per-request"
+    )
     rows = measure(
         f"submit+result {n:,}",
         {
             name: (lambda make=make: _submit_result(make, WORKERS, n))
-            for name, make in pools.items()
+            for name, make in submit_pools.items()
         },
     )
     out.append(

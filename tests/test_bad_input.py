@@ -309,6 +309,16 @@ ROWS = [
         lambda _: CancellableThreadPoolExecutor(token=5), TypeError, "token must be"),  # type: ignore[arg-type]
     Row("CancellableThreadPoolExecutor", "zero max_pending", _nothing,
         lambda _: CancellableThreadPoolExecutor(max_pending=0), ValueError, "max_pending"),
+    Row("CancellableThreadPoolExecutor", "negative laggard_grace", _nothing,
+        lambda _: CancellableThreadPoolExecutor(laggard_grace=-1), ValueError, "laggard_grace"),
+    Row("CancellableThreadPoolExecutor", "NaN laggard_grace", _nothing,
+        lambda _: CancellableThreadPoolExecutor(laggard_grace=NAN), ValueError, "laggard_grace"),
+    Row("CancellableThreadPoolExecutor", "str laggard_grace", _nothing,
+        lambda _: CancellableThreadPoolExecutor(laggard_grace="5"), TypeError, "laggard_grace"),  # type: ignore[arg-type]
+    Row("Laggard", "laggards NaN grace", _pool,
+        lambda p: p.laggards(NAN), ValueError, "grace", _pool_works),
+    Row("ExecutorStatistics", "laggards str grace", _pool,
+        lambda p: p.laggards("1"), TypeError, "grace", _pool_works),  # type: ignore[arg-type]
     Row("CancellableThreadPoolExecutor", "submit non-callable", _pool,
         lambda p: p.submit(5), TypeError, "fn must be callable", _pool_works),
     Row("CancellableThreadPoolExecutor", "submit int token", _pool,

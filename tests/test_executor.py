@@ -192,6 +192,30 @@ class TestPendingCancellation:
         regs = long_lived.token._regs
         assert regs is None or len(regs) <= 1
 
+    def test_cancel_all_does_not_pile_up_groups_on_a_long_lived_token(
+        self, pool: CancellableThreadPoolExecutor
+    ) -> None:
+        gate, _ = occupy_workers(pool, 2)
+        long_lived = CancellationTokenSource()
+        for _ in range(200):
+            pool.submit(int, token=long_lived.token)  # pending: its group watches the token
+            pool.cancel_all()  # that generation's group is dead and lets go of the token
+        regs = long_lived.token._regs
+        assert regs is None or len(regs) <= 1
+        gate.set()
+
+    def test_a_child_of_an_app_token_per_task_leaves_the_app_token_clean(
+        self, pool: CancellableThreadPoolExecutor
+    ) -> None:
+        app = CancellationTokenSource()
+        for _ in range(500):
+            with CancellationTokenSource(app.token) as request:
+                pool.submit(pow, 2, 2, token=request.token).result(timeout=5)
+        regs = app.token._regs
+        assert regs is None or len(regs) == 0
+        app.cancel()  # nothing left to reach; the pool works on
+        assert pool.submit(pow, 2, 3).result(timeout=5) == 8
+
     def test_already_cancelled_token_gives_cancelled_future(
         self, pool: CancellableThreadPoolExecutor
     ) -> None:
@@ -368,7 +392,14 @@ class TestRunningTasks:
         cts = CancellationTokenSource()
         bound = pool.with_token(cts.token)
         assert bound.token is cts.token
-        fut = bound.submit(current_token)
+        started = threading.Event()
+
+        def task() -> CancellationToken:
+            started.set()
+            return current_token()
+
+        fut = bound.submit(task)
+        assert started.wait(timeout=5)  # running: the cancel reaches its token
         cts.cancel()
         assert fut.result(timeout=5).is_cancellation_requested
         with pytest.raises(TypeError):

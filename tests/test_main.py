@@ -14,6 +14,7 @@ def test_demo_releases_all_workers(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--workers", "8"]) == 0
     out = capsys.readouterr().out
     assert "One cancel() released all 8 of them" in out
+    assert "names the task that ignores its token: _ignores_its_token on thread demo_" in out
 
 
 def test_demo_rejects_zero_workers() -> None:

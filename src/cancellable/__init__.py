@@ -7,7 +7,6 @@ sources follow their parents; blocking calls and executor tasks take a token.
 from ._errors import OperationCancelledError as OperationCancelledError
 from ._executor import CancellableThreadPoolExecutor as CancellableThreadPoolExecutor
 from ._executor import TokenBoundExecutor as TokenBoundExecutor
-from ._future import CancellableFuture as CancellableFuture
 from ._futures import as_completed as as_completed
 from ._futures import result as result
 from ._futures import wait as wait
@@ -23,6 +22,9 @@ from ._primitives import sleep as sleep
 from ._queues import LifoQueue as LifoQueue
 from ._queues import PriorityQueue as PriorityQueue
 from ._queues import Queue as Queue
+from ._stats import ExecutorStatistics as ExecutorStatistics
+from ._stats import Laggard as Laggard
+from ._task import CancellableFuture as CancellableFuture
 from ._token import CancellationToken as CancellationToken
 from ._token import CancellationTokenRegistration as CancellationTokenRegistration
 from ._token import CancellationTokenSource as CancellationTokenSource
@@ -39,6 +41,8 @@ __all__ = [
     "CancellationTokenSource",
     "Condition",
     "Event",
+    "ExecutorStatistics",
+    "Laggard",
     "LifoQueue",
     "Lock",
     "OperationCancelledError",

@@ -17,6 +17,7 @@ from ._errors import OperationCancelledError
 from ._executor import CancellableThreadPoolExecutor
 from ._primitives import Semaphore
 from ._queues import Queue
+from ._stats import Laggard
 from ._token import CancellationToken, CancellationTokenSource, current_token
 
 
@@ -132,6 +133,47 @@ def _print_pool_scenario() -> None:
     )
 
 
+def _checks_its_token(started: threading.Barrier) -> None:
+    started.wait()
+    current_token().wait()
+    current_token().raise_if_cancellation_requested()
+
+
+def _ignores_its_token(started: threading.Barrier, release: threading.Event) -> None:
+    started.wait()
+    release.wait()  # stands for a C call that no token can interrupt
+
+
+def run_laggard_scene() -> list[Laggard]:
+    """Cancel two running tasks, one cooperative and one not; return the laggards.
+
+    The cooperative task ends at the cancel; the other is what
+    ``laggards()`` (and the report a shutdown logs) names.
+    """
+    started = threading.Barrier(3)
+    release = threading.Event()
+    with CancellableThreadPoolExecutor(2, thread_name_prefix="demo") as pool:
+        cooperative = pool.submit(_checks_its_token, started)
+        pool.submit(_ignores_its_token, started, release)
+        started.wait()
+        pool.cancel_all("demo stopping")
+        wait([cooperative])
+        laggards = pool.laggards()
+        release.set()
+    return laggards
+
+
+def _print_laggard_scene() -> None:
+    for laggard in run_laggard_scene():
+        print(
+            f"After cancel_all(), pool.laggards() names the task that ignores its token: "
+            f"{laggard.qualname} on thread {laggard.thread_name}, "
+            f"{laggard.seconds_since_cancel * 1e3:.1f} ms after the cancel (reason "
+            f"{laggard.reason!r}); its stack starts in the task:"
+        )
+        print("\n".join(laggard.stack.rstrip().splitlines()[:2]))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the demo and print what happened."""
     parser = argparse.ArgumentParser(prog="python -m cancellable", description=__doc__)
@@ -149,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         "with no dummy items or extra semaphore releases."
     )
     _print_pool_scenario()
+    _print_laggard_scene()
     return 0
 
 

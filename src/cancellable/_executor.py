@@ -23,6 +23,7 @@ executor nobody references is collected and its workers exit, as in the stdlib.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -32,27 +33,35 @@ from _thread import allocate_lock
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED, LOGGER, RUNNING
+from concurrent.futures._base import FINISHED, LOGGER
 from concurrent.futures.thread import BrokenThreadPool
-from contextvars import copy_context
 from itertools import islice
 from queue import Empty, SimpleQueue
 from types import TracebackType
 from typing import Any, Final, Literal, ParamSpec, TypeVar, final, overload
 
-from ._errors import OperationCancelledError
-from ._future import _CXL, _FIN, CancellableFuture
+from ._checks import check_seconds
 from ._primitives import _check_timeout
+from ._stats import ExecutorStatistics, Laggard
+from ._task import (
+    Board,
+    CancellableFuture,
+    SignalSafeCondition,
+    WorkerRecord,
+    execute,
+    new_task,
+    notify_all,
+    reject,
+)
 from ._token import (
     CancellationToken,
-    CancellationTokenRegistration,
     CancellationTokenSource,
     _ambient,
-    _link,
-    _new_token,
 )
 
 __all__ = ["CancellableThreadPoolExecutor", "TokenBoundExecutor"]
+
+_log = logging.getLogger("cancellable")
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -60,7 +69,6 @@ _T1 = TypeVar("_T1")
 _T2 = TypeVar("_T2")
 
 _NONE: Final = CancellationToken.NONE
-_new = object.__new__
 
 # Every live pool, for the interpreter-exit hook and the fork handler.
 _live: weakref.WeakSet[_Core] = weakref.WeakSet()
@@ -70,46 +78,29 @@ _exiting = False
 _exit_wait_hooks: list[Callable[[str], object]] = []
 
 
-_NO_KWARGS: Final[dict[str, Any]] = {}
-# Pending tasks a drain ends per hold of their group's lock.
-_DRAIN_BATCH: Final = 512
-# Emptied groups are forgotten in batches of at least this many.
-_COLLECT_AT: Final = 32
-
-
-def _notify_all(cond: threading.Condition) -> None:
-    with cond:
-        cond.notify_all()
-
-
-class _Core:
+class _Core(Board):
     """What an executor shares with its workers and futures (never the executor)."""
 
     __slots__ = (
-        "__weakref__",
         "alive",
-        "bounded",
         "broken",
-        "empties",
-        "ex_token",
         "exited",
         "full",
-        "gen",
         "idle",
+        "laggard_grace",
         "launching",
-        "lock",
-        "max_pending",
-        "pending",
         "queue",
         "shutdown",
-        "space",
         "threads",
         "worker_ids",
     )
 
-    def __init__(self, ex_token: CancellationToken | None, max_pending: int | None) -> None:
-        self.lock = threading.RLock()
-        self.queue: SimpleQueue[CancellableFuture[Any] | None] = SimpleQueue()
+    def __init__(
+        self, ex_token: CancellationToken | None, max_pending: int | None, laggard_grace: float
+    ) -> None:
+        queue: SimpleQueue[CancellableFuture[Any] | None] = SimpleQueue()
+        super().__init__(ex_token, max_pending, queue.put)
+        self.queue = queue
         # One item per finished task while the pool may still grow: the
         # stdlib's idle semaphore, without the semaphore.
         self.idle: SimpleQueue[None] = SimpleQueue()
@@ -118,233 +109,107 @@ class _Core:
         self.worker_ids: set[int] = set()
         self.shutdown = False
         self.broken: str | bool = False
-        self.ex_token = ex_token
-        self.bounded = max_pending is not None
-        self.max_pending = max_pending or 0
-        self.pending = 0
-        self.space = threading.Condition(threading.Lock())
-        # Groups (of submit tokens) that were seen empty; see collect_empties.
-        self.empties: list[_Group] = []
-        self.gen = _Gen(self)
         # Workers started and not yet finished, and the condition they
         # notify on their way out.
         self.alive = 0
-        self.exited = threading.Condition(threading.Lock())
+        self.exited = SignalSafeCondition(threading.Lock())
         # Threads being started, each already counted in ``alive``. The
         # thread and its starter each pop it (an atomic dict.pop); whichever
         # gets None knows the other one has settled the count.
         self.launching: dict[threading.Thread, bool] = {}
+        self.laggard_grace = laggard_grace
 
-    def wait_for_workers(self, threads: list[threading.Thread]) -> None:
+    def wait_for_workers(
+        self, threads: list[threading.Thread], reported: set[int] | None = None
+    ) -> None:
         """Block until every worker has finished, then join them.
 
         Waiting on a condition rather than in ``Thread.join`` first keeps a
         Ctrl-C harmless: on 3.11 a ``join`` interrupted by KeyboardInterrupt
         can mark a still-running thread as stopped, and then nobody (not even
         the interpreter at exit) waits for it any more.
+
+        Meanwhile, each task still running ``laggard_grace`` seconds after its
+        cancel is logged once (WARNING, the ``cancellable`` logger), with its
+        stack: the answer to "why does my program not exit". The wait wakes
+        for that at the moment the next known laggard is due, never by
+        polling; a cancel made by another thread during the wait is noticed
+        when a worker exits or a known deadline passes.
         """
         if threading.get_ident() not in self.worker_ids:
-            with self.exited:
-                while self.alive:
-                    self.exited.wait()
+            if reported is None:
+                reported = set()
+            while True:
+                due = self.report_laggards(reported)
+                with self.exited:
+                    if not self.alive:
+                        break
+                    self.exited.wait(due)
         # From one of the pool's own workers this raises the stdlib's
         # "cannot join current thread", as ThreadPoolExecutor does.
         for thread in threads:
             thread.join()
 
-    def collect_empties(self) -> list[CancellationTokenRegistration]:
-        """Forget the groups that emptied; return their registrations to remove.
+    def report_laggards(self, reported: set[int]) -> float | None:
+        """Log the laggards not reported yet; return seconds until the next is due."""
+        found, due = self.laggards(self.laggard_grace)
+        for laggard, key in found:
+            if key not in reported:
+                reported.add(key)
+                _log.warning("a cancelled task is still running: %s", laggard)
+        return due
 
-        Called with ``lock`` held, by a submit, once enough groups emptied:
-        workers only note an emptied group (one list append), so running a
-        task never takes the pool's lock. The caller unregisters outside the
-        lock (``unregister`` may wait for a callback that takes it).
-        """
-        empties = self.empties
-        stale = []
-        retry = []
-        # Pop in place: workers append concurrently (list.pop and append are
-        # atomic), and no new list is allocated per collection.
-        while empties:
-            group = empties.pop()
-            groups = group.gen.groups
-            if group or groups.get(group.token) is not group:
-                # In use again (noted anew when it empties), or forgotten
-                # already: a group can be noted empty more than once.
-                continue
-            reg = group.reg
-            if reg is None:
-                # Its registration is still being made (outside the lock):
-                # look again next time.
-                retry.append(group)
-                continue
-            del groups[group.token]
-            group.reg = None
-            stale.append(reg)
-        if retry:
-            empties.extend(retry)
-        return stale
-
-    def free_slots(self, count: int) -> None:
-        with self.space:
-            self.pending -= count
-            self.space.notify(count)
+    def worker_exited(self) -> None:
+        with self.exited:
+            self.alive -= 1
+            last = self.alive == 0
+            self.exited.notify_all()
+        if last and self.shutdown:
+            self.release()
 
     def initializer_failed(self) -> None:
         with self.lock:
             self.broken = "A thread initializer failed, the thread pool is not usable anymore"
             groups = list(self.gen.groups.values())
-        errors: list[BaseException] = []
-        for group in groups:
-            group.drain(None, BrokenThreadPool(self.broken), errors)
-        self.wake_blocked_submitters()
-        if errors:
-            _raise_errors(errors)
-
-    def wake_blocked_submitters(self) -> None:
-        if self.bounded:
-            _notify_all(self.space)
-
-
-class _Gen:
-    """The tasks submitted since the pool's last `cancel_all`."""
-
-    __slots__ = ("core", "dead", "default", "groups", "token")
-
-    def __init__(self, core: _Core) -> None:
-        self.core = core
-        self.dead = False
-        self.token = _new_token()
-        self.groups: dict[CancellationToken | None, _Group] = {}
-        self.default = self.groups[None] = _Group(self, None)
-        if core.ex_token is not None:
-            _link(self.token, (core.ex_token,))
-        self.token.register(self._cancelled)
-
-    def _cancelled(self) -> None:
-        with self.core.lock:
-            self.dead = True
-            groups = list(self.groups.values())
-        errors: list[BaseException] = []
-        for group in groups:
-            group.drain(self.token, None, errors)
-        if errors:
-            _raise_errors(errors)
-
-
-class _Group(dict["CancellableFuture[Any]", bool]):
-    """The pending tasks of one generation submitted with one token.
-
-    The group is itself the dict of its pending tasks (used as an ordered
-    set): one object less per submit token for the allocator and the
-    garbage collector.
-    """
-
-    __slots__ = ("core", "dead", "gen", "lock", "reg", "token", "watch")
-
-    def __init__(self, gen: _Gen, token: CancellationToken | None) -> None:
-        # Orders a task finishing against the first thread that observes its
-        # future (see _future.py); held for a few bytecodes at a time.
-        self.lock = allocate_lock()
-        self.core = gen.core
-        self.gen = gen
-        self.token = token
-        self.dead = False
-        self.reg: CancellationTokenRegistration | None = None
-        # Whether a claim needs bookkeeping beyond the pop itself.
-        self.watch = token is not None or self.core.bounded
-
-    @property
-    def parents(self) -> tuple[CancellationToken, ...]:
-        """The parents of its tasks' tokens (computed when a task token is made)."""
-        token = self.token
-        return (self.gen.token,) if token is None else (token, self.gen.token)
-
-    def __call__(self) -> None:
-        # The group is its own registration callback on its token: no bound
-        # method to allocate per group.
-        self.token_cancelled()
-
-    def claimed(self) -> None:
-        """Bookkeeping after one task left ``items`` (started or cancelled)."""
-        core = self.core
-        if self.token is not None and not self:
-            core.empties.append(self)
-        if core.bounded:
-            core.free_slots(1)
-
-    def token_cancelled(self) -> None:
-        with self.core.lock:
-            self.dead = True
-        errors: list[BaseException] = []
-        self.drain(self.token, None, errors)
-        if errors:
-            _raise_errors(errors)
-
-    def drain(
-        self,
-        cause: CancellationToken | None,
-        error: BaseException | None,
-        errors: list[BaseException],
-    ) -> None:
-        """End every pending task: cancelled by ``cause``, or failed with ``error``.
-
-        What a done-callback raises past the ``concurrent.futures`` logger (a
-        `BaseException` such as KeyboardInterrupt) is appended to ``errors``
-        for the caller to raise once every task of the group has ended: a
-        popped task is owned by this drain and nobody else can end it.
-        """
-        items = self
-        count = 0
-        observed = []
-        popitem = items.popitem
-        while items:
-            # Unobserved futures are ended in batches under one hold of the
-            # group lock; observed ones (waiters, callbacks) go the long way.
-            with self.lock:
-                for _ in range(_DRAIN_BATCH):
-                    try:
-                        future = popitem()[0]
-                    except KeyError:
-                        break
-                    count += 1
-                    future._fn = None
-                    future._args = ()
-                    future._kwargs = None
-                    future._ctx = None
-                    if error is None and future._sync is None and future._treg is None:
-                        future._cause = cause
-                        future._st = CANCELLED_AND_NOTIFIED
-                        future._sync = _CXL
-                        future._group = None
-                    else:
-                        observed.append(future)
-            for future in observed:
+        first: BaseException | None = None
+        try:
+            for group in groups:
                 try:
-                    if error is None:
-                        future._cancel_claimed(cause)
-                    else:
-                        future._st = RUNNING
-                        future._finish(_FIN, None, error)
-                except BaseException as raised:  # the caller raises it once all have ended
-                    errors.append(raised)
-            observed.clear()
-        core = self.core
-        if self.token is not None:
-            core.empties.append(self)
-        if count and core.bounded:
-            core.free_slots(count)
+                    ended = group.drain(None, BrokenThreadPool(self.broken))
+                    with self.lock:
+                        self.failed_pending += ended
+                except BaseException as error:  # every group ends first
+                    first = first or error
+            self.wake_blocked_submitters()
+            if first is not None:
+                raise first
+        finally:
+            first = None
 
 
-def _raise_errors(errors: list[BaseException]) -> None:
-    """Raise what done-callbacks raised during a drain: the error itself if
-    there was one, else all of them as one group."""
-    try:
-        if len(errors) == 1:
-            raise errors[0]
-        raise BaseExceptionGroup("errors in done-callbacks of cancelled tasks", errors)
-    finally:
-        errors.clear()  # no cycle through the traceback's frames
+class _IdleSemaphore:
+    """The stdlib's ``_idle_semaphore``, for code that reaches for it."""
+
+    __slots__ = ("_idle",)
+
+    def __init__(self, idle: SimpleQueue[None]) -> None:
+        self._idle = idle
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        try:
+            self._idle.get(blocking, timeout)
+        except Empty:
+            return False
+        return True
+
+    def release(self, n: int = 1) -> None:
+        for _ in range(n):
+            self._idle.put(None)
+
+    __enter__ = acquire
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def _run_task(
@@ -359,21 +224,29 @@ def _run_task(
     return fn(*args, **kwargs)
 
 
-def _own_token_cancelled(future: CancellableFuture[Any]) -> bool:
-    token = future._tok
-    if token is not None:
-        return token._cancelled
-    group = future._group
-    return group is not None and any(parent._cancelled for parent in group.parents)
-
-
 def _work(
     core: _Core,
     executor_ref: weakref.ref[CancellableThreadPoolExecutor],
     initializer: Callable[..., object] | None,
     initargs: tuple[Any, ...],
 ) -> None:
-    core.worker_ids.add(threading.get_ident())
+    ident = threading.get_ident()
+    core.worker_ids.add(ident)
+    record = WorkerRecord(ident, threading.current_thread().name)
+    core.enrol(record)
+    try:
+        _serve(core, executor_ref, initializer, initargs, record)
+    finally:
+        core.retire(record)
+
+
+def _serve(
+    core: _Core,
+    executor_ref: weakref.ref[CancellableThreadPoolExecutor],
+    initializer: Callable[..., object] | None,
+    initargs: tuple[Any, ...],
+    record: WorkerRecord,
+) -> None:
     if initializer is not None:
         reset = _ambient.set(core.ex_token or _NONE)
         try:
@@ -395,42 +268,9 @@ def _work(
                     core.queue.put(None)
                     return
                 continue
-            group = future._group
-            if group is None or group.pop(future, None) is None:
-                continue  # cancelled while pending
-            if group.watch:
-                group.claimed()
-            if group.dead or group.gen.dead:
-                # Claimed while a cancel is draining the group: do not start it.
-                future._cancel_claimed(group.token if group.dead else group.gen.token)
-                continue
-            future._st = RUNNING
-            reg = future._treg
-            if reg is not None:
-                future._treg = None
-                reg.unregister()
-            fn = future._fn
-            args = future._args
-            kwargs = future._kwargs
-            ctx = future._ctx
-            future._fn = None
-            future._args = ()
-            future._kwargs = None
-            future._ctx = None
-            try:
-                result = ctx.run(_run_task, future, fn, args, kwargs)  # type: ignore[union-attr,arg-type]
-            except BaseException as error:
-                if isinstance(error, OperationCancelledError) and _own_token_cancelled(future):
-                    future._cause = future.token
-                    future._finish(_CXL, None, None)
-                else:
-                    future._finish(_FIN, None, error)
-                del error
-            else:
-                future._finish(_FIN, result, None)
-                del result
+            execute(future, _run_task, record)
             # Drop references before blocking again (the stdlib's issue16284).
-            del future, fn, args, kwargs, ctx, group
+            del future
             if not core.full:
                 idle_put(None)
     except BaseException:
@@ -461,9 +301,7 @@ def _worker(
         # not a worker must not pass for one (shutdown would not wait, a
         # bounded submit would not block).
         core.worker_ids.discard(threading.get_ident())
-        with core.exited:
-            core.alive -= 1
-            core.exited.notify_all()
+        core.worker_exited()
 
 
 class CancellableThreadPoolExecutor(ThreadPoolExecutor):
@@ -489,12 +327,17 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             makes later submits return cancelled futures.
         max_pending: Most tasks not yet started; ``submit`` blocks when that
             many are waiting. None means unbounded.
+        laggard_grace: Seconds a task may go on running after its token was
+            cancelled before ``shutdown(wait=True)``, a ``with`` exit or the
+            interpreter-exit wait logs it (WARNING, ``cancellable`` logger,
+            with its stack). Infinity never reports.
 
     Raises:
-        ValueError: ``max_workers`` or ``max_pending`` is not greater than 0.
+        ValueError: ``max_workers`` or ``max_pending`` is not greater than 0,
+            or ``laggard_grace`` is negative or NaN.
         TypeError: ``initializer`` is not callable, ``token`` is not a
-            `CancellationToken`, or ``max_workers`` or ``max_pending`` is not
-            an integer.
+            `CancellationToken`, ``max_workers`` or ``max_pending`` is not
+            an integer, or ``laggard_grace`` is not a number.
     """
 
     __module__ = "cancellable"
@@ -508,7 +351,9 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         *,
         token: CancellationToken | None = None,
         max_pending: int | None = None,
+        laggard_grace: float = 5.0,
     ) -> None:
+        grace = check_seconds(laggard_grace, "laggard_grace")
         if max_workers is None:
             max_workers = min(32, (os.cpu_count() or 1) + 4)
         elif isinstance(max_workers, bool) or not isinstance(max_workers, int):
@@ -531,7 +376,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             if max_pending <= 0:
                 raise ValueError(f"max_pending must be greater than 0, got {max_pending!r}")
         ex_token = token if token is not None and token._lock is not None else None
-        core = _Core(ex_token, max_pending)
+        core = _Core(ex_token, max_pending, threading.TIMEOUT_MAX if grace is None else grace)
         self._core = core
         self._max_workers = max_workers
         self._work_queue = core.queue  # type: ignore[assignment]
@@ -561,6 +406,15 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
     @_broken.setter
     def _broken(self, value: str | bool) -> None:
         self._core.broken = value
+
+    @property
+    def _shutdown_lock(self) -> threading.RLock:  # type: ignore[override]
+        # The stdlib's lock around submit and shutdown, for code that takes it.
+        return self._core.lock
+
+    @property
+    def _idle_semaphore(self) -> _IdleSemaphore:  # type: ignore[override]
+        return _IdleSemaphore(self._core.idle)
 
     @property
     def token(self) -> CancellationToken:
@@ -635,19 +489,11 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             raise TypeError(f"fn must be callable, got {type(fn).__name__!r}")
         core = self._core
         reserved = False
-        if core.bounded and not (tok is not None and tok._cancelled):
-            reserved = self._reserve_slot(tok)
-        future: CancellableFuture[_R] = _new(CancellableFuture)
-        future._fn = fn
-        future._args = args
-        # Share one empty dict rather than keep the call's own alive until the
-        # task runs (``**`` copies it for the callee anyway).
-        future._kwargs = kwargs or _NO_KWARGS
-        future._ctx = copy_context()
-        cause = None
-        new_group = None
-        stale = None
+        future: CancellableFuture[_R] = new_task(fn, args, kwargs)
+        cause = stale = None
         try:
+            if core.bounded and not (tok is not None and tok._cancelled):
+                reserved = self._reserve_slot(tok)
             with core.lock:
                 if core.broken:
                     raise BrokenThreadPool(core.broken)
@@ -655,42 +501,22 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
                     raise RuntimeError("cannot schedule new futures after shutdown")
                 if _exiting:
                     raise RuntimeError("cannot schedule new futures after interpreter shutdown")
-                gen = core.gen
-                if tok is None:
-                    group = gen.default
-                else:
-                    group = gen.groups.get(tok)  # type: ignore[assignment]
-                    if group is None:
-                        group = new_group = gen.groups[tok] = _Group(gen, tok)
-                    if len(core.empties) >= _COLLECT_AT:
-                        stale = core.collect_empties()
-                future._group = group
-                if gen.dead:
-                    cause = gen.token
-                elif group.dead or (tok is not None and tok._cancelled):
-                    cause = tok
-                else:
-                    group[future] = True
-                    core.queue.put(future)
+                cause, stale = core.enqueue(future, tok)
+                if cause is None:
+                    reserved = False  # the slot is the task's now: its claimer frees it
                     if not core.full:
                         self._adjust_thread_count()
         except BaseException:
             if reserved:
                 core.free_slots(1)
             raise
-        if new_group is not None:
-            # Outside the lock: if tok is cancelled meanwhile (or already),
-            # the callback runs here or on the cancelling thread and ends
-            # every task of the group, this one included.
-            new_group.reg = tok.register(new_group)
         if stale:
-            for reg in stale:
-                reg.unregister()
-        if cause is None:
-            return future
-        if reserved:
-            core.free_slots(1)
-        future._cancel_claimed(cause)
+            for group in stale:
+                group.unwatch()
+        if cause is not None:
+            if reserved:
+                core.free_slots(1)
+            reject(future, cause)
         return future
 
     def _reserve_slot(self, tok: CancellationToken | None) -> bool:
@@ -704,7 +530,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             with space:
                 core.pending += 1
             return True
-        reg = tok.register(_notify_all, space) if tok is not None else None
+        reg = tok.register(notify_all, space) if tok is not None else None
         try:
             with space:
                 while core.pending >= core.max_pending:
@@ -762,6 +588,33 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             core.threads.add(thread)
             if num_threads + 1 >= self._max_workers:
                 core.full = True
+
+    # -- what the pool is doing ----------------------------------------------------
+
+    def statistics(self) -> ExecutorStatistics:
+        """Return a snapshot of the pool's counts (see `ExecutorStatistics`).
+
+        Exact whenever the pool is quiescent; cheap enough to poll (it sums
+        one small record per worker and takes the pool's lock briefly, never
+        blocking on tasks). The submit and run paths take no lock for it.
+        """
+        return self._core.statistics(self._core.alive)
+
+    def laggards(self, grace: float = 0.0) -> list[Laggard]:
+        """Return the running tasks whose token was cancelled over ``grace`` seconds ago.
+
+        Each `Laggard` names the worker thread, the callable, the seconds
+        since the cancel, the reason and the worker's current stack: the
+        tasks that hold up a shutdown because they do not check their token.
+        Never blocks on tasks.
+
+        Raises:
+            TypeError: ``grace`` is not a number.
+            ValueError: ``grace`` is negative or NaN.
+        """
+        seconds = check_seconds(grace, "grace")
+        found, _ = self._core.laggards(threading.TIMEOUT_MAX if seconds is None else seconds)
+        return [laggard for laggard, _ in found]
 
     def with_token(self, token: CancellationToken) -> TokenBoundExecutor:
         """Return a view of this executor whose ``submit``/``map`` use ``token``.
@@ -868,12 +721,19 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         source = CancellationTokenSource() if parent is None else CancellationTokenSource(parent)
         calls = zip(*iterables)  # noqa: B905 (stops at the shortest, as map() does)
         stok = source.token
-        submit = self._submit
+        # Through self.submit, as the stdlib does: subclasses and instance
+        # patches (progress bars, metrics) see every call.
+        submit = self.submit
         fs: deque[CancellableFuture[_R]] | list[CancellableFuture[_R]]
-        if buffersize:
-            fs = deque(submit(fn, args, {}, stok) for args in islice(calls, buffersize))
-        else:
-            fs = [submit(fn, args, {}, stok) for args in calls]
+        try:
+            if buffersize:
+                fs = deque(submit(fn, *args, token=stok) for args in islice(calls, buffersize))
+            else:
+                fs = [submit(fn, *args, token=stok) for args in calls]
+        except BaseException:
+            source.token._cancel_and_log("map() failed while submitting")
+            source.close()
+            raise
         return _map_results(weakref.ref(self), fs, fn, calls, buffersize, deadline, source, parent)
 
     # -- cancelling and shutting down ------------------------------------------
@@ -884,41 +744,53 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         Pending tasks end cancelled at once (their done-callbacks run now, on
         this thread) and never start; running tasks' tokens are cancelled, so
         cooperative tasks stop. Tasks submitted afterwards are unaffected.
-        Errors from token callbacks go to the ``cancellable`` logger. Does not
-        wait for running tasks.
+        Errors from token callbacks go to the ``cancellable`` logger, except a
+        `BaseException` such as KeyboardInterrupt, which propagates as itself
+        once every task has ended. Does not wait for running tasks.
         """
-        core = self._core
-        fresh = _Gen(core)
-        with core.lock:
-            old, core.gen = core.gen, fresh
-        old.token._cancel_and_log(reason)
+        self._core.new_generation().cancel(reason)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting tasks and let the workers exit once the queue is done.
 
         As the stdlib, plus: ``cancel_futures=True`` also cancels running
-        tasks' tokens (cooperative tasks stop). Safe to call more than once.
+        tasks' tokens (cooperative tasks stop), and a Ctrl-C while this waits
+        cancels every task's token, waits again for the cooperative ones, then
+        propagates (a second Ctrl-C stops that wait). Safe to call more than
+        once.
 
         Args:
             wait: Block until every worker has exited.
             cancel_futures: Cancel pending tasks (they never start) and signal
                 running ones.
-        """
-        self._shutdown_and_cancel(wait, "the executor was shut down" if cancel_futures else None)
 
-    def _shutdown_and_cancel(self, wait: bool, reason: object) -> None:
+        Raises:
+            RuntimeError: ``wait=True`` from one of this pool's own tasks
+                (the stdlib's "cannot join current thread").
+        """
         core = self._core
         with core.lock:
             core.shutdown = True
             gen = core.gen
-        if reason is not None:
-            gen.token._cancel_and_log(reason)
-        core.queue.put(None)
-        core.wake_blocked_submitters()
+        try:
+            if cancel_futures:
+                gen.cancel("the executor was shut down")
+        finally:
+            core.queue.put(None)
+            core.wake_blocked_submitters()
+            if core.alive == 0:
+                core.release()
         if wait:
             with core.lock:
                 threads = list(self._threads)
-            core.wait_for_workers(threads)
+            reported: set[int] = set()
+            try:
+                core.wait_for_workers(threads, reported)
+            except KeyboardInterrupt:
+                core.gen.cancel("interrupted while waiting for tasks")
+                # A second Ctrl-C propagates from here and stops the wait.
+                core.wait_for_workers(threads, reported)
+                raise
 
     def __exit__(
         self,
@@ -926,11 +798,16 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         exc_val: BaseException | None,
         exc_tb: TracebackType | None,
     ) -> Literal[False]:
-        """Shut down and wait; if the block raised (Ctrl-C included), cancel everything first."""
-        if exc_type is None:
-            self._shutdown_and_cancel(True, None)
-        else:
-            self._shutdown_and_cancel(True, exc_val)
+        """Shut down and wait (through `shutdown`); if the block raised, cancel everything first.
+
+        The reason is a text naming the exception, not the exception itself:
+        a token holding it would keep its traceback, and so every local of
+        the block's frame, alive until the next garbage collection.
+        """
+        if exc_type is not None:
+            self._core.gen.cancel(f"the executor's with block was left by {exc_val!r}")
+            del exc_val, exc_tb
+        self.shutdown(wait=True)
         return False
 
 
@@ -1040,7 +917,7 @@ def _map_results(  # noqa: PLR0917 (a generator's state, passed once)
                     args = next(calls, None)
                     if args is not None:
                         fs.appendleft(  # type: ignore[union-attr]
-                            executor._submit(fn, args, {}, source.token)
+                            executor.submit(fn, *args, token=source.token)
                         )
                 del executor
             # Pass the popped future straight on: no reference stays here.
@@ -1068,20 +945,21 @@ def _python_exit() -> None:
             threads.append(list(core.threads))
         core.queue.put(None)
         core.wake_blocked_submitters()
+    reported: list[set[int]] = [set() for _ in cores]
     try:
         for hook in _exit_wait_hooks:
             hook("waiting")
-        for core, core_threads in zip(cores, threads, strict=True):
-            core.wait_for_workers(core_threads)
+        for core, core_threads, seen in zip(cores, threads, reported, strict=True):
+            core.wait_for_workers(core_threads, seen)
     except KeyboardInterrupt:
         for core in cores:
-            core.gen.token._cancel_and_log("interrupted while waiting for tasks at exit")
+            core.gen.cancel("interrupted while waiting for tasks at exit")
         for hook in _exit_wait_hooks:
             hook("cancelled")
         # A second Ctrl-C propagates from here: the interpreter then exits
         # without waiting for tasks that ignore cancellation.
-        for core, core_threads in zip(cores, threads, strict=True):
-            core.wait_for_workers(core_threads)
+        for core, core_threads, seen in zip(cores, threads, reported, strict=True):
+            core.wait_for_workers(core_threads, seen)
 
 
 threading._register_atexit(_python_exit)  # type: ignore[attr-defined]
@@ -1092,11 +970,14 @@ def _after_fork_in_child() -> None:
     # and their locks may have been held by a thread that no longer exists.
     for core in list(_live):
         core.lock = threading.RLock()
-        core.space = threading.Condition(threading.Lock())
+        core.gen.lock = allocate_lock()
+        for group in list(core.gen.groups.values()):
+            group.lock = core.gen.lock
+        core.space = SignalSafeCondition(threading.Lock())
         core.broken = "the thread pool was inherited through fork() and is not usable"
         core.threads.clear()
         core.worker_ids.clear()
-        core.exited = threading.Condition(threading.Lock())
+        core.exited = SignalSafeCondition(threading.Lock())
         core.alive = 0
         core.launching.clear()
 

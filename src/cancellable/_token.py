@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 import weakref
 from _thread import LockType, allocate_lock
 from collections.abc import Callable, Iterator
@@ -133,6 +134,14 @@ def _link_died(link: _Link) -> None:
         regs.pop(link, None)
 
 
+class _Watcher(Protocol):
+    """What `CancellationToken._watch` takes: an object shaped like a registration."""
+
+    _token: CancellationToken | None
+    _fn: Callable[..., object] | None
+    _args: tuple[object, ...]
+
+
 _Registration = CancellationTokenRegistration | _Link
 
 
@@ -149,6 +158,7 @@ class CancellationToken:
     __slots__ = (
         "__weakref__",
         "_cancelled",
+        "_cancelled_at",
         "_closed",
         "_deadline",
         "_links",
@@ -165,6 +175,8 @@ class CancellationToken:
     NONE: Final[CancellationToken]  # type: ignore[misc]
 
     _cancelled: bool
+    # time.monotonic() when it was cancelled (for the pool's laggard report).
+    _cancelled_at: float
     _reason: object
     _lock: LockType | None
     _regs: dict[_Registration, None] | None
@@ -293,6 +305,40 @@ class CancellationToken:
             waiter.acquire()  # released once the running callback returns
         return False
 
+    def _watch(self, watcher: _Watcher) -> bool:
+        """Register ``watcher`` (its ``_fn(*_args)`` runs on cancel) for an owner
+        that itself keeps this token alive.
+
+        The library's lighter form of `register`: no registration object, and
+        the parents are not made to hold this token strongly (the owner does).
+        Returns False, adding nothing, if the token is already cancelled (or
+        is `CancellationToken.NONE`). Remove it with `_unwatch`.
+        """
+        lock = self._lock
+        if lock is None:
+            return False
+        with lock:
+            if self._cancelled:
+                return False
+            regs = self._regs
+            if regs is None:
+                regs = self._regs = {}
+            regs[watcher] = None  # type: ignore[index]
+            watcher._token = self
+            return True
+
+    def _unwatch(self, watcher: _Watcher) -> None:
+        """Remove a watcher added by `_watch`, unless its cancel already took it.
+
+        Never waits for the watcher to finish running.
+        """
+        with self._lock:  # type: ignore[union-attr]
+            regs = self._regs
+            if regs is not None and regs.pop(watcher, False) is None:  # type: ignore[call-overload]
+                watcher._token = None
+                if not regs:
+                    self._regs = None
+
     def _hold_links(self, strong: bool) -> None:
         # Called with self._lock held when the count of reasons to keep this
         # token alive crosses zero: make the parents hold it strongly, or not.
@@ -374,6 +420,7 @@ class CancellationToken:
             if self._cancelled:
                 return None
             self._reason = reason
+            self._cancelled_at = time.monotonic()
             self._cancelled = True
             links, self._links = self._links, None
             deadline, self._deadline = self._deadline, None
@@ -461,6 +508,7 @@ class CancellationToken:
 def _new_token() -> CancellationToken:
     token: CancellationToken = _new(CancellationToken)
     token._cancelled = False
+    token._cancelled_at = 0.0
     token._reason = None
     token._lock = allocate_lock()
     token._regs = None
