@@ -39,7 +39,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import CodeType, FrameType
 from typing import Any
@@ -189,6 +189,11 @@ class _Injector:
         return self.local_trace if self.injected_at is None else None
 
 
+def _confined(scenario: Callable[[Any], None], state: Any) -> Iterator[None]:
+    scenario(state)
+    yield
+
+
 class Overran(BaseException):
     """Ends a scenario still running inside the package after its time budget."""
 
@@ -248,7 +253,13 @@ def inject_keyboard_interrupts(
         previous = sys.gettrace()
         sys.settrace(injector.global_trace)
         try:
-            scenario(state)
+            # In a generator's frame, which has its own "exception being
+            # handled": an exception raised by a trace function inside an
+            # ``except`` block leaves that block's exception set as the
+            # thread's current one (a CPython quirk, seen on 3.11 to 3.13),
+            # and with it every frame of its traceback. Confined there, it
+            # goes when the generator does.
+            next(_confined(scenario, state))
         except BaseException as raised:
             sys.settrace(previous)
             if raised is not injector.raised and not isinstance(
