@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -255,3 +256,279 @@ def test_no_item_lost_under_random_cancels() -> None:
     assert len(everything) == len(set(everything))  # nothing delivered twice
     assert sorted(everything) == sorted(produced)  # nothing lost
     assert len(produced) > 0
+
+
+# -- 3.13's Queue.shutdown() ---------------------------------------------------------
+
+HAS_SHUTDOWN = sys.version_info >= (3, 13)
+needs_shutdown = pytest.mark.skipif(not HAS_SHUTDOWN, reason="Queue.shutdown() is new in 3.13")
+# The stdlib exception; only looked up where it exists.
+ShutDown: type[Exception] = getattr(queue, "ShutDown", Exception)
+
+
+@pytest.mark.skipif(HAS_SHUTDOWN, reason="3.13 and later have Queue.shutdown()")
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.__name__)
+def test_no_shutdown_before_3_13_as_the_stdlib(kind: Any) -> None:
+    ours, theirs = kind(), STDLIB[kind]()
+    for name in ("shutdown", "is_shutdown"):
+        assert hasattr(ours, name) == hasattr(theirs, name) == False  # noqa: E712
+    assert not hasattr(queue, "ShutDown")
+
+
+def _blocked(kind: Any, call: str, token: CancellationToken | None, timeout: float | None) -> Any:
+    """A queue and the thread blocked on it in ``call`` (get, put or join)."""
+    if call == "get":
+        q = kind()
+        return q, in_thread(lambda: q.get(timeout=timeout, token=token))
+    if call == "put":
+        q = _full(kind)
+        return q, in_thread(lambda: q.put(8, timeout=timeout, token=token))
+    q = kind()
+    q.put(7)
+    return q, in_thread(lambda: q.join(token=token))
+
+
+@needs_shutdown
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.__name__)
+class TestShutdown:
+    def test_is_shutdown_as_the_stdlib(self, kind: Any) -> None:
+        ours, theirs = kind(), STDLIB[kind]()
+        assert ours.is_shutdown is theirs.is_shutdown is False
+        ours.shutdown()
+        theirs.shutdown()
+        assert ours.is_shutdown is theirs.is_shutdown is True
+        ours.shutdown(immediate=True)  # a second call is allowed, as in the stdlib
+        assert ours.is_shutdown
+
+    @pytest.mark.parametrize("immediate", [False, True])
+    @pytest.mark.parametrize("timeout", [None, 30])
+    @pytest.mark.parametrize(
+        ("call", "with_token"),
+        [("get", True), ("put", True), ("get", False), ("put", False)],
+        ids=["get-token", "put-token", "get-no-token", "put-no-token"],
+    )
+    def test_blocked_call_wakes_with_shutdown(
+        self,
+        kind: Any,
+        call: str,
+        with_token: bool,
+        timeout: float | None,
+        immediate: bool,
+        *,
+        waiters: WaiterLog,
+    ) -> None:
+        cts = CancellationTokenSource()
+        if with_token:
+            q, outcome = _blocked(kind, call, cts.token, timeout)
+            waiters.wait_blocked()
+        else:
+            q, outcome = _blocked(kind, call, None, timeout)
+            # The stdlib path does not go through our waiter locks: wait until
+            # the thread sits in the condition.
+            cond = q.not_empty if call == "get" else q.not_full
+            while True:
+                with q.mutex:
+                    if cond._waiters:
+                        break
+        q.shutdown(immediate=immediate)
+        outcome.join()
+        assert isinstance(outcome.error, ShutDown), outcome.error
+        assert no_registrations(cts.token)
+        assert not q.not_empty._waiters
+        assert not q.not_full._waiters
+        if call == "put":
+            # The blocked item was not added; immediate also discarded the old one.
+            assert q.qsize() == (0 if immediate else 1)
+
+    @pytest.mark.parametrize("immediate", [False, True])
+    def test_get_drains_then_raises_shutdown(self, kind: Any, immediate: bool) -> None:
+        cts = CancellationTokenSource()
+        q, theirs = kind(), STDLIB[kind]()
+        for each in (q, theirs):
+            each.put(2)
+            each.put(1)
+            each.shutdown(immediate=immediate)
+        left = [] if immediate else sorted([q.get(token=cts.token), q.get()])
+        assert left == ([] if immediate else [1, 2])
+        for get in (
+            q.get,
+            lambda: q.get(token=cts.token),
+            lambda: q.get(timeout=5, token=cts.token),  # ShutDown, not Empty
+            lambda: q.get(block=False),
+            q.get_nowait,
+        ):
+            with pytest.raises(ShutDown):
+                get()
+        assert q.unfinished_tasks == theirs.unfinished_tasks == (0 if immediate else 2)
+
+    @pytest.mark.parametrize("immediate", [False, True])
+    def test_put_raises_shutdown(self, kind: Any, immediate: bool) -> None:
+        cts = CancellationTokenSource()
+        q = kind(1)
+        q.shutdown(immediate=immediate)
+        for put in (
+            lambda: q.put(1),
+            lambda: q.put(1, token=cts.token),
+            lambda: q.put(1, timeout=5, token=cts.token),
+            lambda: q.put(1, block=False),
+            lambda: q.put_nowait(1),
+        ):
+            with pytest.raises(ShutDown):
+                put()
+        assert q.qsize() == 0
+        assert q.unfinished_tasks == 0
+
+    def test_immediate_shutdown_releases_join(self, kind: Any, waiters: WaiterLog) -> None:
+        cts = CancellationTokenSource()
+        q, outcome = _blocked(kind, "join", cts.token, None)
+        waiters.wait_blocked()
+        q.shutdown(immediate=True)  # discards the one item: nothing unfinished
+        outcome.join()
+        assert outcome.error is None
+        assert q.unfinished_tasks == 0
+        assert no_registrations(cts.token)
+
+    def test_join_waits_for_items_taken_before_an_immediate_shutdown(
+        self, kind: Any, waiters: WaiterLog
+    ) -> None:
+        # As the stdlib: only discarded items count as done; an item a consumer
+        # holds keeps join() waiting until its task_done().
+        cts = CancellationTokenSource()
+        q, theirs = kind(), STDLIB[kind]()
+        for each in (q, theirs):
+            each.put(1)
+            each.put(2)
+            each.get()
+        outcome = in_thread(lambda: q.join(token=cts.token))
+        waiters.wait_blocked()
+        q.shutdown(immediate=True)
+        theirs.shutdown(immediate=True)
+        assert q.unfinished_tasks == theirs.unfinished_tasks == 1
+        waiters.wait_blocked(2)  # woken by the shutdown, and waiting again
+        q.task_done()
+        outcome.join()
+        assert outcome.error is None
+
+    def test_cancel_still_stops_a_join_after_shutdown(self, kind: Any, waiters: WaiterLog) -> None:
+        cts = CancellationTokenSource()
+        q, outcome = _blocked(kind, "join", cts.token, None)
+        waiters.wait_blocked()
+        q.shutdown()  # join is not released: the item is still unfinished
+        assert q.unfinished_tasks == 1
+        cts.cancel("stop")
+        outcome.join()
+        assert_cancelled(outcome, cts.token)
+        assert q.unfinished_tasks == 1
+
+    @pytest.mark.parametrize("call", ["get", "put"])
+    def test_cancel_then_shutdown_raises_cancelled(
+        self, kind: Any, call: str, waiters: WaiterLog
+    ) -> None:
+        cts = CancellationTokenSource()
+        q, outcome = _blocked(kind, call, cts.token, None)
+        waiters.wait_blocked()
+        cts.cancel("stop")
+        q.shutdown()
+        outcome.join()
+        assert_cancelled(outcome, cts.token)
+
+    @pytest.mark.parametrize("immediate", [False, True])
+    @pytest.mark.parametrize("call", ["get", "put"])
+    def test_cancel_wins_over_a_shutdown_that_woke_the_call_first(
+        self, kind: Any, call: str, immediate: bool, waiters: WaiterLog
+    ) -> None:
+        cts = CancellationTokenSource()
+        q, outcome = _blocked(kind, call, cts.token, None)
+        waiters.wait_blocked()
+        # Registered after the waiter's own callback, so it runs first (latest
+        # first): shutdown() wakes the waiter, then the cancel finds it awake.
+        cts.token.register(q.shutdown, immediate)
+        cts.cancel("stop")
+        outcome.join()
+        assert_cancelled(outcome, cts.token)
+        assert q.is_shutdown
+        if call == "put":
+            assert q.qsize() == (0 if immediate else 1)
+
+    def test_explicit_cancelled_token_wins_at_entry(self, kind: Any) -> None:
+        cts = CancellationTokenSource()
+        cts.cancel("stop")
+        q = kind(1)
+        q.shutdown()
+        with pytest.raises(OperationCancelledError):
+            q.get(token=cts.token)
+        with pytest.raises(OperationCancelledError):
+            q.put(1, token=cts.token)
+        # Non-blocking forms ignore the token.
+        with pytest.raises(ShutDown):
+            q.get(block=False, token=cts.token)
+        with pytest.raises(ShutDown):
+            q.put(1, timeout=0, token=cts.token)
+
+    def test_ambient_cancelled_token_is_not_read_by_a_call_that_does_not_block(
+        self, kind: Any
+    ) -> None:
+        cts = CancellationTokenSource()
+        cts.cancel("stop")
+        q = kind()
+        q.shutdown()
+        with use_token(cts.token):
+            with pytest.raises(ShutDown):
+                q.get()
+            with pytest.raises(ShutDown):
+                q.put(1)
+
+    def test_item_handed_before_shutdown_is_received(self, kind: Any, waiters: WaiterLog) -> None:
+        cts = CancellationTokenSource()
+        q, outcome = _blocked(kind, "get", cts.token, None)
+        waiters.wait_blocked()
+        q.put(5)
+        q.shutdown()  # not immediate: the item stays for the woken getter
+        cts.cancel("stop")
+        outcome.join()
+        assert outcome.value == 5
+
+    def test_a_failing_storage_hook_still_wakes_blocked_calls(
+        self, kind: Any, waiters: WaiterLog
+    ) -> None:
+        class Failing(kind):  # type: ignore[misc]
+            def _get(self) -> Any:
+                raise RuntimeError("storage failed")
+
+        cts = CancellationTokenSource()
+        q, outcome = _blocked(Failing, "put", cts.token, None)
+        waiters.wait_blocked()
+        with pytest.raises(RuntimeError, match="storage failed"):
+            q.shutdown(immediate=True)
+        outcome.join()
+        assert isinstance(outcome.error, ShutDown)
+        assert q.is_shutdown
+
+    def test_same_results_as_the_stdlib(self, kind: Any) -> None:
+        def script(q: Any) -> list[Any]:
+            seen: list[Any] = []
+
+            def step(fn: Callable[[], Any]) -> None:
+                try:
+                    seen.append(fn())
+                except Exception as error:
+                    seen.append(type(error))
+
+            for item in (3, 1, 2):
+                step(lambda item=item: q.put(item))
+            step(q.get)
+            step(q.shutdown)
+            step(lambda: q.put(9))
+            step(q.get)
+            step(q.task_done)
+            step(lambda: q.shutdown(immediate=True))
+            step(lambda: q.get(timeout=1))
+            step(q.get_nowait)
+            step(q.task_done)
+            step(q.task_done)
+            step(q.join)
+            step(q.qsize)
+            step(lambda: q.unfinished_tasks)
+            return seen
+
+        assert script(kind()) == script(STDLIB[kind]())
