@@ -8,12 +8,13 @@ stdlib side by side on the running version.
 
 from __future__ import annotations
 
+import inspect
 import os
 import queue
 import subprocess
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
@@ -35,7 +36,7 @@ AFFINITY = hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 
 def test_default_max_workers_matches_the_stdlib_under_cpu_affinity() -> None:
     code = (
         "import os\n"
-        "from concurrent.futures import ThreadPoolExecutor\n"
+        "from concurrent.futures import Future, ThreadPoolExecutor\n"
         "from cancellable import CancellableThreadPoolExecutor\n"
         "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
         "print(ThreadPoolExecutor()._max_workers, CancellableThreadPoolExecutor()._max_workers)\n"
@@ -133,3 +134,44 @@ def test_semaphore_release_n_wakes_n_waiters(monkeypatch: pytest.MonkeyPatch) ->
     for thread in threads:
         thread.join(timeout=10)
     assert sorted(got) == [False, True, True]
+
+
+# Keywords we add on purpose (DESIGN): token= everywhere, max_pending= on the
+# pool, and map's buffersize= (3.14's, offered on every version).
+ADDED_KEYWORDS = {"token", "max_pending", "buffersize"}
+PAIRS = [
+    (cancellable.Event, threading.Event),
+    (cancellable.Condition, threading.Condition),
+    (cancellable.Semaphore, threading.Semaphore),
+    (cancellable.BoundedSemaphore, threading.BoundedSemaphore),
+    (cancellable.Barrier, threading.Barrier),
+    (cancellable.Queue, queue.Queue),
+    (cancellable.LifoQueue, queue.LifoQueue),
+    (cancellable.PriorityQueue, queue.PriorityQueue),
+    (cancellable.CancellableThreadPoolExecutor, ThreadPoolExecutor),
+    (cancellable.CancellableFuture, Future),
+]
+
+
+@pytest.mark.parametrize(("ours", "theirs"), PAIRS, ids=lambda c: c.__name__)
+def test_public_signatures_match_this_versions_stdlib(ours: type, theirs: type) -> None:
+    # Whatever this interpreter's stdlib class offers (3.13's Queue.shutdown,
+    # say), ours offers with the same parameters.
+    checked = 0
+    for name, member in inspect.getmembers(theirs):
+        if (name.startswith("_") and name != "__init__") or not callable(member):
+            continue
+        try:
+            expected = inspect.signature(member)
+        except (TypeError, ValueError):  # a C slot without a signature
+            continue
+        mine = getattr(ours, name, None)
+        assert mine is not None, f"{ours.__name__}.{name} is missing"
+        got = [
+            (p.name, p.kind, p.default)
+            for p in inspect.signature(mine).parameters.values()
+            if p.name not in ADDED_KEYWORDS
+        ]
+        assert got == [(p.name, p.kind, p.default) for p in expected.parameters.values()], name
+        checked += 1
+    assert checked > 0
