@@ -128,9 +128,9 @@ def test_semaphore_release_n_wakes_n_waiters(monkeypatch: pytest.MonkeyPatch) ->
     assert sorted(got) == [False, True, True]
 
 
-# Keywords we add on purpose (DESIGN): token= everywhere, max_pending= on the
+# Keywords we add on purpose (DESIGN): token= everywhere, max_pending= and laggard_grace= on the
 # pool, and map's buffersize= (3.14's, offered on every version).
-ADDED_KEYWORDS = {"token", "max_pending", "buffersize"}
+ADDED_KEYWORDS = {"token", "max_pending", "buffersize", "laggard_grace"}
 PAIRS = [
     (cancellable.Event, threading.Event),
     (cancellable.Condition, threading.Condition),
