@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -255,3 +256,13 @@ def test_no_item_lost_under_random_cancels() -> None:
     assert len(everything) == len(set(everything))  # nothing delivered twice
     assert sorted(everything) == sorted(produced)  # nothing lost
     assert len(produced) > 0
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 13), reason="3.13 and later have Queue.shutdown()")
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.__name__)
+def test_no_shutdown_before_3_13_as_the_stdlib(kind: Any) -> None:
+    # The shutdown tests are in test_queue_shutdown.py.
+    ours, theirs = kind(), STDLIB[kind]()
+    for name in ("shutdown", "is_shutdown"):
+        assert hasattr(ours, name) == hasattr(theirs, name) == False  # noqa: E712
+    assert not hasattr(queue, "ShutDown")

@@ -277,6 +277,9 @@ def _serve(
         LOGGER.critical("Exception in worker", exc_info=True)
 
 
+_cpu_count: Callable[[], int | None] = getattr(os, "process_cpu_count", os.cpu_count)
+
+
 def _worker(
     core: _Core,
     executor_ref: weakref.ref[CancellableThreadPoolExecutor],
@@ -318,7 +321,10 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
     token is cancelled ends the future cancelled).
 
     Args:
-        max_workers: Most threads at once; default ``min(32, os.cpu_count() + 4)``.
+        max_workers: Most threads at once; default ``min(32, cpus + 4)``, where
+            cpus is what the stdlib of this Python counts: the CPUs this
+            process may use (``os.process_cpu_count()``) from 3.13 on, else
+            ``os.cpu_count()``.
         thread_name_prefix: Prefix of worker thread names.
         initializer: Called in each new worker before any task; its
             `current_token()` is the executor's token.
@@ -355,7 +361,9 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
     ) -> None:
         grace = check_seconds(laggard_grace, "laggard_grace")
         if max_workers is None:
-            max_workers = min(32, (os.cpu_count() or 1) + 4)
+            # As the stdlib of each version: 3.13 counts the CPUs this process
+            # may use (its affinity), earlier versions every CPU.
+            max_workers = min(32, (_cpu_count() or 1) + 4)
         elif isinstance(max_workers, bool) or not isinstance(max_workers, int):
             raise TypeError(
                 f"max_workers must be an integer or None, got {type(max_workers).__name__!r}"
