@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dis
 import os
+import signal
 import sys
 import threading
 import time
@@ -246,11 +247,88 @@ def inject_keyboard_interrupts(
             ``max_runs`` runs (an endless scenario), or what ``check`` raised.
     """
     traced = frozenset(files) if files is not None else package_files()
+    watchdog = _Watchdog()
+    try:
+        return _inject(
+            scenario=scenario,
+            check=check,
+            setup=setup,
+            traced=traced,
+            max_runs=max_runs,
+            budget=budget,
+            watchdog=watchdog,
+        )
+    finally:
+        watchdog.close()
+
+
+class _Watchdog:
+    """Interrupts the main thread when a run blocks (in a lock wait, say) too long.
+
+    The tracer ends a run that spins in Python code; one blocked in C sees no
+    trace events, so a timer sends SIGUSR1 to the main thread, whose handler
+    raises `Overran` there (a real signal also wakes a blocked lock acquire).
+    Only on the main thread of a POSIX system; elsewhere it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.fired = False
+        self.timer: threading.Timer | None = None
+        self.enabled = hasattr(signal, "pthread_kill") and (
+            threading.current_thread() is threading.main_thread()
+        )
+        if self.enabled:
+            self.previous = signal.signal(signal.SIGUSR1, self._handler)
+
+    def _handler(self, signum: int, frame: object) -> None:
+        if self.armed:
+            self.armed = False
+            raise Overran("the scenario blocked inside the package past its budget")
+
+    def _fire(self) -> None:
+        if self.armed:
+            self.fired = True
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)  # type: ignore[arg-type]
+
+    def arm(self, budget: float) -> None:
+        if self.enabled:
+            self.fired = False
+            self.armed = True
+            self.timer = threading.Timer(budget, self._fire)
+            self.timer.daemon = True
+            self.timer.start()
+
+    def disarm(self) -> bool:
+        """Stop watching; return whether it fired."""
+        self.armed = False
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        return self.fired
+
+    def close(self) -> None:
+        self.disarm()
+        if self.enabled:
+            signal.signal(signal.SIGUSR1, self.previous)
+
+
+def _inject(
+    *,
+    scenario: Callable[[Any], None],
+    check: Callable[[Run], None],
+    setup: Callable[[], Any],
+    traced: frozenset[str],
+    max_runs: int,
+    budget: float,
+    watchdog: _Watchdog,
+) -> int:
     for n in range(1, max_runs + 1):
         state = setup()
         injector = _Injector(traced, n, budget)
         error: BaseException | None = None
         previous = sys.gettrace()
+        watchdog.arm(budget * 2)
         sys.settrace(injector.global_trace)
         try:
             # In a generator's frame, which has its own "exception being
@@ -260,7 +338,9 @@ def inject_keyboard_interrupts(
             # and with it every frame of its traceback. Confined there, it
             # goes when the generator does.
             next(_confined(scenario, state))
+            watchdog.armed = False
         except BaseException as raised:
+            watchdog.armed = False
             sys.settrace(previous)
             if raised is not injector.raised and not isinstance(
                 raised, (Exception, BaseExceptionGroup, Overran)
@@ -269,6 +349,8 @@ def inject_keyboard_interrupts(
             error = raised  # handed to the checker
         finally:
             sys.settrace(previous)
+            if watchdog.disarm():
+                injector.overran = True
         run = Run(n, injector.injected_at, error, state, injector.raised, injector.overran)
         # Only the run holds the error (and through its traceback the
         # scenario's frames): the checker may drop it to see what is freed.

@@ -262,7 +262,9 @@ class _Checker:
         if run.overran:
             self.hangs += 1
             quarantine(state.pool)
-            self.fail("the scenario finishes", run, "it spun inside the package until ended")
+            self.fail(
+                "the scenario finishes", run, "it spun or blocked inside the package until ended"
+            )
         elif run.injected:
             if run.error is not run.raised:
                 self.fail("KeyboardInterrupt surfaced as itself", run, f"got {run.error!r}")

@@ -536,7 +536,7 @@ class ExecutorMachine(RuleBasedStateMachine):
             while self._has(RUNNING):
                 self.finish(0, "return")
             assert not self._has(PENDING)
-            self.pool.shutdown(wait=True)
+            self._bounded("shutdown(wait=True)", lambda: self.pool.shutdown(wait=True))
             for task in self.tasks:
                 self._check(task)
                 if task.future is None:
