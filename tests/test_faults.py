@@ -444,5 +444,5 @@ class TestInterruptedSubmit:
             # Let the interpreter's exit hook finish if it did hang.
             core = ex._core
             with core.exited:
-                core.alive = 0
+                core.alive.clear()
                 core.exited.notify_all()

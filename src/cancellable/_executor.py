@@ -50,7 +50,6 @@ from ._task import (
     WorkerRecord,
     execute,
     new_task,
-    notify_all,
     reject,
 )
 from ._token import (
@@ -111,9 +110,12 @@ class _Core(Board):
         self.broken: str | bool = False
         # Workers started and not yet finished, and the condition they
         # notify on their way out.
-        self.alive = 0
+        # The workers started and not yet finished (a dict used as a set:
+        # entering and leaving it is one statement, so a signal never leaves
+        # a count wrong).
+        self.alive: dict[threading.Thread, bool] = {}
         self.exited = SignalSafeCondition(threading.Lock())
-        # Threads being started, each already counted in ``alive``. The
+        # Threads being started, each already in ``alive``. The
         # thread and its starter each pop it (an atomic dict.pop); whichever
         # gets None knows the other one has settled the count.
         self.launching: dict[threading.Thread, bool] = {}
@@ -150,6 +152,16 @@ class _Core(Board):
         for thread in threads:
             thread.join()
 
+    def must_not_block(self) -> bool:
+        """Whether a bounded submit from this thread is admitted over the bound:
+        from one of the pool's own workers, or from a thread running an asyncio
+        loop (either would deadlock)."""
+        return threading.get_ident() in self.worker_ids or _in_event_loop()
+
+    def takes_no_task(self) -> bool:
+        """Whether the pool can take no more tasks (a blocked submit stops waiting)."""
+        return bool(self.shutdown or self.broken or _exiting)
+
     def report_laggards(self, reported: set[int]) -> float | None:
         """Log the laggards not reported yet; return seconds until the next is due."""
         found, due = self.laggards(self.laggard_grace)
@@ -159,10 +171,10 @@ class _Core(Board):
                 _log.warning("a cancelled task is still running: %s", laggard)
         return due
 
-    def worker_exited(self) -> None:
+    def worker_exited(self, thread: threading.Thread) -> None:
         with self.exited:
-            self.alive -= 1
-            last = self.alive == 0
+            self.alive.pop(thread, None)
+            last = not self.alive
             self.exited.notify_all()
         if last and self.shutdown:
             self.release()
@@ -289,14 +301,11 @@ def _worker(
     this = threading.current_thread()
     if core.launching.pop(this, None) is None:
         # Thread.start() raised (a Ctrl-C while it waited for this thread to
-        # signal) and its caller took this worker's count back, not knowing
-        # the thread was launched: count it again, or its exit below would
-        # leave ``alive`` at -1.
-        with core.exited:
-            core.alive += 1
+        # signal) and its caller took this worker out of the pool, not
+        # knowing the thread was launched: it is a worker after all.
+        core.alive[this] = True
         with core.lock:
             core.threads.add(this)
-    del this
     try:
         _work(core, executor_ref, initializer, initargs)
     finally:
@@ -304,7 +313,7 @@ def _worker(
         # not a worker must not pass for one (shutdown would not wait, a
         # bounded submit would not block).
         core.worker_ids.discard(threading.get_ident())
-        core.worker_exited()
+        core.worker_exited(this)
 
 
 class CancellableThreadPoolExecutor(ThreadPoolExecutor):
@@ -496,12 +505,11 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {type(fn).__name__!r}")
         core = self._core
-        reserved = False
         future: CancellableFuture[_R] = new_task(fn, args, kwargs)
         cause = stale = None
         try:
             if core.bounded and not (tok is not None and tok._cancelled):
-                reserved = self._reserve_slot(tok)
+                core.reserve_slot(future, tok, core.must_not_block, core.takes_no_task)
             with core.lock:
                 if core.broken:
                     raise BrokenThreadPool(core.broken)
@@ -510,48 +518,21 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
                 if _exiting:
                     raise RuntimeError("cannot schedule new futures after interpreter shutdown")
                 cause, stale = core.enqueue(future, tok)
-                if cause is None:
-                    reserved = False  # the slot is the task's now: its claimer frees it
-                    if not core.full:
-                        self._adjust_thread_count()
+                if cause is None and not core.full:
+                    self._adjust_thread_count()
         except BaseException:
-            if reserved:
-                core.free_slots(1)
+            if core.bounded and (future._group is None or future not in future._group):
+                # Not queued (or already claimed): give its slot back, if it took one.
+                core.free_slots((future,))
             raise
         if stale:
             for group in stale:
                 group.unwatch()
         if cause is not None:
-            if reserved:
-                core.free_slots(1)
+            if core.bounded:
+                core.free_slots((future,))
             reject(future, cause)
         return future
-
-    def _reserve_slot(self, tok: CancellationToken | None) -> bool:
-        core = self._core
-        space = core.space
-        with space:
-            if core.pending < core.max_pending:
-                core.pending += 1
-                return True
-        if threading.get_ident() in core.worker_ids or _in_event_loop():
-            with space:
-                core.pending += 1
-            return True
-        reg = tok.register(notify_all, space) if tok is not None else None
-        try:
-            with space:
-                while core.pending >= core.max_pending:
-                    if tok is not None and tok._cancelled:
-                        tok._raise_cancelled()
-                    if core.shutdown or core.broken or _exiting:
-                        return False  # submit raises the proper error
-                    space.wait()
-                core.pending += 1
-                return True
-        finally:
-            if reg is not None:
-                reg.unregister()
 
     def _adjust_thread_count(self) -> None:
         # Called with the pool's lock held, as in the stdlib.
@@ -575,25 +556,22 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
                 target=_worker,
                 args=(core, weakref.ref(self, wake_workers), self._initializer, self._initargs),
             )
-            with core.exited:
-                core.alive += 1
-            core.launching[thread] = True
             try:
+                # One statement: a signal cannot separate the two entries.
+                core.alive[thread] = core.launching[thread] = True
+                core.threads.add(thread)
                 thread.start()
             except BaseException:
                 # The thread may or may not have been launched (a Ctrl-C can
                 # land once it runs, while start() waits for its signal).
-                if core.launching.pop(thread, None) is None:
-                    # It already runs, and counted: it is a worker.
-                    core.threads.add(thread)
-                else:
-                    # Not running yet, perhaps never: take the count back (a
-                    # thread that does run after all counts itself again).
+                if core.launching.pop(thread, None) is not None:
+                    # Not running yet, perhaps never: take it out of the pool
+                    # (a thread that does run after all puts itself back).
                     with core.exited:
-                        core.alive -= 1
+                        core.alive.pop(thread, None)
                         core.exited.notify_all()
+                    core.threads.discard(thread)
                 raise
-            core.threads.add(thread)
             if num_threads + 1 >= self._max_workers:
                 core.full = True
 
@@ -606,7 +584,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         one small record per worker and takes the pool's lock briefly, never
         blocking on tasks). The submit and run paths take no lock for it.
         """
-        return self._core.statistics(self._core.alive)
+        return self._core.statistics(len(self._core.alive))
 
     def laggards(self, grace: float = 0.0) -> list[Laggard]:
         """Return the running tasks whose token was cancelled over ``grace`` seconds ago.
@@ -786,7 +764,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         finally:
             core.queue.put(None)
             core.wake_blocked_submitters()
-            if core.alive == 0:
+            if not core.alive:
                 core.release()
         if wait:
             with core.lock:
@@ -986,7 +964,7 @@ def _after_fork_in_child() -> None:
         core.threads.clear()
         core.worker_ids.clear()
         core.exited = SignalSafeCondition(threading.Lock())
-        core.alive = 0
+        core.alive.clear()
         core.launching.clear()
 
 

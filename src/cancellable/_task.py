@@ -58,7 +58,7 @@ import threading
 import time
 import traceback
 from _thread import allocate_lock
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from concurrent.futures._base import (
     CANCELLED,
@@ -231,11 +231,11 @@ class Board:
         "gen",
         "lock",
         "max_pending",
-        "pending",
         "put",
         "records",
         "rejected",
         "retired",
+        "slots",
         "space",
     )
 
@@ -251,8 +251,10 @@ class Board:
         self.ex_token = ex_token
         self.bounded = max_pending is not None
         self.max_pending = max_pending or 0
-        # Tasks holding a max_pending slot: admitted and not yet claimed.
-        self.pending = 0
+        # The tasks holding a max_pending slot: admitted and not yet claimed.
+        # A set of tasks, not a count: taking or giving one back is a single
+        # statement, idempotent, so a signal can never leak or double one.
+        self.slots: dict[CancellableFuture[Any], None] = {}
         self.space = SignalSafeCondition(threading.Lock())
         # Groups seen empty since the last collection (see collect_empties).
         self.empties: list[Group] = []
@@ -269,11 +271,56 @@ class Board:
 
     # -- slots ---------------------------------------------------------------
 
-    def free_slots(self, count: int) -> None:
-        """Give ``count`` max_pending slots back and wake that many blocked submitters."""
-        with self.space:
-            self.pending -= count
-            self.space.notify(count)
+    def free_slots(self, futures: Iterable[CancellableFuture[Any]]) -> None:
+        """Give back the slots these tasks hold (if they hold one) and wake as many submitters."""
+        pop = self.slots.pop
+        freed = 0
+        for future in futures:
+            if pop(future, False) is None:
+                freed += 1
+        if freed:
+            with self.space:
+                self.space.notify(freed)
+
+    def reserve_slot(
+        self,
+        future: CancellableFuture[Any],
+        tok: CancellationToken | None,
+        admit: Callable[[], bool],
+        stopped: Callable[[], bool],
+    ) -> bool:
+        """Take a max_pending slot for ``future``, blocking while none is free.
+
+        ``admit()`` True admits the task over the bound (a submit that must
+        not block); ``stopped()`` True ends the wait without a slot (the pool
+        shut down or broke: the caller raises). Returns whether it took one.
+
+        Raises:
+            OperationCancelledError: ``tok`` was cancelled while this waited.
+        """
+        slots = self.slots
+        space = self.space
+        with space:
+            if len(slots) < self.max_pending:
+                slots[future] = None
+                return True
+        if admit():
+            slots[future] = None
+            return True
+        reg = tok.register(notify_all, space) if tok is not None else None
+        try:
+            with space:
+                while len(slots) >= self.max_pending:
+                    if tok is not None and tok._cancelled:
+                        tok._raise_cancelled()
+                    if stopped():
+                        return False
+                    space.wait()
+                slots[future] = None
+                return True
+        finally:
+            if reg is not None:
+                reg.unregister()
 
     def wake_blocked_submitters(self) -> None:
         if self.bounded:
@@ -449,7 +496,12 @@ class Board:
 
         A long-lived executor token must not keep a finished pool alive.
         """
-        self.gen.source.close()
+        gen = self.gen
+        gen.source.close()
+        with self.lock:
+            groups = list(gen.groups.values())
+        for group in groups:
+            group.unwatch()
 
 
 class Gen:
@@ -531,9 +583,15 @@ class Group(dict["CancellableFuture[Any]", bool]):
         """A new, empty group watching ``token`` (unless it is already cancelled)."""
         group = cls(gen, token)
         group._fn = group
-        if not token._watch(group):
-            group._fn = None
-        return group
+        try:
+            if not token._watch(group):
+                group._fn = None
+            return group
+        except BaseException:
+            # Interrupted: never leave a watcher that nothing refers to (it
+            # would keep the whole pool alive from a long-lived token).
+            group.unwatch()
+            raise
 
     def unwatch(self) -> None:
         """Stop watching the token (the group is forgotten or dead)."""
@@ -561,17 +619,19 @@ class Group(dict["CancellableFuture[Any]", bool]):
             return own
         return None
 
-    def settle(self, count: int) -> bool:
-        """Bookkeeping after ``count`` tasks left the group (started or ended).
+    def settle(self, futures: Sequence[CancellableFuture[Any]]) -> bool:
+        """Bookkeeping after ``futures`` left the group (started or ended): their
+        slots go back, and an emptied group is noted for collection.
 
-        Returns True, so that ``settled = group.settle(n)`` records it in one
-        statement (no signal lands between the call and the store).
+        Idempotent. Returns True, so that ``settled = group.settle(...)``
+        records it in one statement (no signal lands between the call and the
+        store).
         """
         board = self.board
         if self.token is not None and not self:
             board.empties.append(self)
         if board.bounded:
-            board.free_slots(count)
+            board.free_slots(futures)
         return True
 
     def __call__(self) -> None:
@@ -593,8 +653,11 @@ class Group(dict["CancellableFuture[Any]", bool]):
         first: BaseException | None = None
         total = 0
         pop = self.popitem
+        bounded = self.board.bounded
         while self:
             observed: list[CancellableFuture[Any]] = []
+            # Every task popped, for their slots (only a bounded pool has any).
+            popped: list[CancellableFuture[Any]] = []
             count = 0
             settled = False
             future = None
@@ -604,6 +667,8 @@ class Group(dict["CancellableFuture[Any]", bool]):
                         for _ in range(_DRAIN_BATCH):
                             # One statement: a signal cannot separate the pop from the count.
                             future, count = pop()[0], count + 1
+                            if bounded:
+                                popped.append(future)
                             future._fn = None
                             future._args = ()
                             future._kwargs = None
@@ -618,7 +683,7 @@ class Group(dict["CancellableFuture[Any]", bool]):
                             future = None
                 except KeyError:
                     pass
-                settled = self.settle(count)
+                settled = self.settle(popped)
                 for future in observed:
                     if error is None:
                         _publish(future, _CXL, None, None, cause)
@@ -630,8 +695,10 @@ class Group(dict["CancellableFuture[Any]", bool]):
                 # Whatever interrupted the lines above, every task popped ends.
                 if future is not None and not _is_final(future) and future not in observed:
                     observed.append(future)
+                    if bounded and future not in popped:
+                        popped.append(future)
                 if not settled:
-                    self.settle(count)
+                    self.settle(popped)
                 for future in observed:
                     if not _is_final(future):
                         _repair(future, None if error is None else _fresh(error), cause)
@@ -706,7 +773,7 @@ def start(future: CancellableFuture[Any]) -> bool:
     """
     group: Group = future._group  # type: ignore[assignment]
     if group.watch:
-        group.settle(1)
+        group.settle((future,))
     future._st = RUNNING
     cause = group.cancel_seen(future)
     if cause is not None:
@@ -753,7 +820,7 @@ def execute(future: CancellableFuture[Any], run: Callable[..., Any], record: Wor
     if group is None or group.pop(future, None) is None:
         return  # cancelled while pending
     if group.watch:
-        group.settle(1)
+        group.settle((future,))
     future._st = RUNNING
     token = group.token
     own = future._tok
@@ -853,12 +920,12 @@ def cancel_pending(future: CancellableFuture[Any], cause: CancellationToken | No
         if not won:
             return False
         _drop_call(future)
-        settled = group.settle(1)
+        settled = group.settle((future,))
         end(future, _CXL, None, None, cause)
     except BaseException:
         if won:
             if not settled:
-                group.settle(1)
+                group.settle((future,))
             _repair(future, None, cause)
         raise
     return True
