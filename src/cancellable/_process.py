@@ -687,20 +687,21 @@ class _Core:
             self.processes.clear()
 
 
-def _end_cancelled(future: Future[Any]) -> None:
-    """End a future cancelled, whether it is pending or already running."""
+def _end_cancelled(future: Future[Any]) -> bool:
+    """End a future cancelled, whether pending or running; False if it was already done."""
     # The stdlib Future's own fields, under its own condition: these are the
     # transitions Future.cancel() and set_running_or_notify_cancel() make,
     # allowed here from RUNNING too.
     with future._condition:
         state = future._state
         if state in (_futures_base.CANCELLED_AND_NOTIFIED, _futures_base.FINISHED):
-            return
+            return False
         future._state = _futures_base.CANCELLED_AND_NOTIFIED
         for waiter in future._waiters:
             waiter.add_cancelled(future)
         future._condition.notify_all()
     future._invoke_callbacks()  # type: ignore[attr-defined]
+    return True
 
 
 @final
