@@ -169,8 +169,11 @@ class TestDask:
         assert all(e.wait(WAIT) for e, _ in events)
         cts = CancellationTokenSource()
         backlog = [ex.submit(tasks.pid, token=cts.token) for _ in range(200)]
-        cts.cancel()
+        cts.cancel("drop")
         assert all(f.cancelled() for f in backlog)
+        with pytest.raises(OperationCancelledError) as info:
+            backlog[0].result()
+        assert info.value.reason == "drop"
         distributed.Event(gate, client=client).set()
         assert [b.result(WAIT) for b in blockers] == ["gated"] * 4
         distributed.Event(gate, client=client).clear()

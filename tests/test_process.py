@@ -245,9 +245,14 @@ class TestCancellation:
         fs = [pool.submit(tasks.record, log, i, token=cts.token) for i in range(20)]
         called = []
         fs[5].add_done_callback(called.append)
-        cts.cancel()
+        cts.cancel("drop")
         assert all(f.cancelled() for f in fs)
         assert called == [fs[5]]
+        with pytest.raises(OperationCancelledError) as info:
+            fs[0].result()
+        assert info.value.reason == "drop"
+        with pytest.raises(cf.CancelledError):
+            fs[1].exception()
         gate.set()
         assert [b.result(WAIT) for b in blockers] == ["gated", "gated"]
         assert pool.submit(tasks.add, 1, 1).result(WAIT) == 2
@@ -547,14 +552,19 @@ _LEAK_CHILD = textwrap.dedent(
 
     if __name__ == "__main__":
         main()
-        print("ok")
+        # A pool nobody shut down: its backlog still runs and the exit waits for it.
+        leftover = CancellableProcessPoolExecutor(
+            1, mp_context=multiprocessing.get_context("forkserver")
+        )
+        last = leftover.submit(tasks.add, 1, 1)
+        last.add_done_callback(lambda f: print("ok"))
     """
 )
 
 
 @pytest.mark.timeout(120)
 def test_no_leaked_shared_memory_or_semaphores(tmp_path: Any) -> None:
-    """A child using every start method, kills and a crash: resource_tracker stays quiet."""
+    """A child using every start method, kills, a crash and a pool left open: quiet exit."""
     script = tmp_path / "leak_child.py"
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     script.write_text(_LEAK_CHILD.format(root=root))

@@ -220,7 +220,12 @@ def _send(conn: Connection, seq: int, kind: int, value: object) -> None:
     try:
         payload = pickle.dumps((seq, kind, value))
     except BaseException as exc:
-        payload = pickle.dumps((seq, _ERROR, _remote(exc)))
+        try:
+            payload = pickle.dumps((seq, _ERROR, _remote(exc)))
+        except BaseException:
+            # Not even the error pickles: send what it says.
+            error = RuntimeError(f"the task's outcome could not be pickled: {exc!r}")
+            payload = pickle.dumps((seq, _ERROR, _remote(error)))
     conn.send_bytes(payload)
 
 
@@ -704,6 +709,39 @@ def _end_cancelled(future: Future[Any]) -> bool:
     return True
 
 
+def _raise_cancelled(future: Future[Any], token: CancellationToken) -> None:
+    """Raise what ``result()``/``exception()`` of a cancelled task's future raise."""
+    err: _futures_base.CancelledError
+    if token.is_cancellation_requested:
+        err = OperationCancelledError(token=token, reason=token.reason)
+    else:
+        err = _futures_base.CancelledError()
+    err.__suppress_context__ = True
+    raise err
+
+
+def _result_of(future: Future[_R], timeout: float | None, token: CancellationToken) -> _R:
+    try:
+        return Future.result(future, timeout)
+    except _futures_base.CancelledError as exc:
+        if exc.__class__ is not _futures_base.CancelledError:
+            raise
+        _raise_cancelled(future, token)
+        raise
+
+
+def _exception_of(
+    future: Future[Any], timeout: float | None, token: CancellationToken
+) -> BaseException | None:
+    try:
+        return Future.exception(future, timeout)
+    except _futures_base.CancelledError as exc:
+        if exc.__class__ is not _futures_base.CancelledError:
+            raise
+        _raise_cancelled(future, token)
+        raise
+
+
 @final
 class CancellableProcessFuture(Future[_R]):
     """The future of a `CancellableProcessPoolExecutor` task.
@@ -725,6 +763,21 @@ class CancellableProcessFuture(Future[_R]):
     def token(self) -> CancellationToken:
         """The task's parent-side token: a child of the submit, executor and pool tokens."""
         return self._token
+
+    def result(self, timeout: float | None = None) -> _R:
+        """As `concurrent.futures.Future.result`; blocks.
+
+        Raises:
+            OperationCancelledError: The task's token cancelled it (a
+                `CancelledError`, with the token and reason).
+            concurrent.futures.CancelledError: ``cancel()`` cancelled it.
+            TimeoutError: Not done within ``timeout``.
+        """
+        return _result_of(self, timeout, self._token)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """As `concurrent.futures.Future.exception`, raising as `result` does; blocks."""
+        return _exception_of(self, timeout, self._token)
 
     def cancel(self) -> bool:
         """Cancel the task if it has not been handed to a worker yet (stdlib meaning).
@@ -1130,6 +1183,17 @@ def _python_exit() -> None:
     cores = [core for core in list(_pools) if core.pid == os.getpid()]
     for core in cores:
         _shutdown_core(core, False)
+    try:
+        _join_dispatchers(cores)
+    except KeyboardInterrupt:
+        # Ctrl-C while waiting for a backlog: cancel every task's token and
+        # wait for the cooperative ones; a second Ctrl-C stops waiting.
+        for core in cores:
+            _log_cancel_errors(core.gen, KeyboardInterrupt())
+        _join_dispatchers(cores)
+
+
+def _join_dispatchers(cores: list[_Core]) -> None:
     for core in cores:
         thread = core.thread
         if thread is not None:

@@ -52,7 +52,14 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from ._checks import check_seconds
 from ._errors import OperationCancelledError
-from ._process import _dump_reason, _end_cancelled, _log_cancel_errors, _MapResults
+from ._process import (
+    _dump_reason,
+    _end_cancelled,
+    _exception_of,
+    _log_cancel_errors,
+    _MapResults,
+    _result_of,
+)
 from ._token import CancellationToken, CancellationTokenSource, current_token, use_token
 
 __all__ = ["DaskExecutor", "DaskFuture"]
@@ -63,6 +70,7 @@ _log = logging.getLogger("cancellable")
 _LEASE: Final = 1.0
 _LINGER: Final = 2.0
 _CLAIM_TTL: Final = 300.0
+_IDLE: Final = 5.0
 
 
 class _Cancelled:
@@ -264,6 +272,20 @@ class DaskFuture(Future[_R]):
         source = self._token_source
         return source.token if source is not None else CancellationToken.NONE
 
+    def result(self, timeout: float | None = None) -> _R:
+        """As `concurrent.futures.Future.result`; blocks.
+
+        Raises:
+            OperationCancelledError: The task's token cancelled it.
+            concurrent.futures.CancelledError: ``cancel()`` cancelled it.
+            TimeoutError: Not done within ``timeout``.
+        """
+        return _result_of(self, timeout, self.token)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """As `concurrent.futures.Future.exception`, raising as `result` does; blocks."""
+        return _exception_of(self, timeout, self.token)
+
     def cancel(self) -> bool:
         """Cancel the task if it has not started executing; True if it is now cancelled.
 
@@ -335,6 +357,10 @@ class DaskExecutor(Executor):
         self._io: queue.SimpleQueue[Callable[[], object] | None] = queue.SimpleQueue()
         self._io_thread: threading.Thread | None = None
         self._lingering: dict[str, CancellationTokenSource] = {}
+        self._ready: list[tuple[DaskFuture[Any], Any]] = []
+        self._fetching = False
+        self._fetch_wake = threading.Semaphore(0)
+        self._fetch_thread: threading.Thread | None = None
 
     @property
     def client(self) -> Any:
@@ -356,11 +382,20 @@ class DaskExecutor(Executor):
                     target=self._io_loop, name="cancellable-dask-io", daemon=True
                 )
                 self._io_thread.start()
-        self._io.put(action)
+            # Under the lock, so the thread's idle exit never misses it.
+            self._io.put(action)
 
     def _io_loop(self) -> None:
         while True:
-            action = self._io.get()
+            try:
+                # An idle timeout, not a poll: see _fetch_loop.
+                action = self._io.get(timeout=_IDLE)
+            except queue.Empty:
+                with self._lock:
+                    if self._io.empty():
+                        self._io_thread = None
+                        return
+                continue
             if action is None:
                 return
             try:
@@ -399,17 +434,23 @@ class DaskExecutor(Executor):
             group.unfinished.clear()
         dask_futures = [f._dask for f in futures if f._dask is not None]
         for f in futures:
-            self._settled(f)
+            # Not _settled(): closing the task's source now would detach it
+            # before this cancel reaches it (callbacks run before children).
+            f._dask = None
+            with self._lock:
+                self._all.discard(f)
             _end_cancelled(f)
         reason = _dump_reason(group.source.token.reason)
         name = group.name
         client = self._client
 
         def signal() -> None:
-            distributed.Variable(name, client=client).set(reason)
-            distributed.Event(name, client=client).set()
+            # Drop the queue first, so the scheduler hands out nothing more of
+            # the group; then wake the running tasks (reason before event).
             if dask_futures:
                 client.cancel(dask_futures)
+            distributed.Variable(name, client=client).set(reason)
+            distributed.Event(name, client=client).set()
 
         self._post(signal)
         self._linger(name)
@@ -511,7 +552,7 @@ class DaskExecutor(Executor):
         return future
 
     def _finished(self, future: DaskFuture[Any], gref: weakref.ref[_Group], df: Any) -> None:
-        """Dask's done-callback (on a client thread): settle our future from the Dask one."""
+        """Dask's done-callback (on a client thread): queue the result fetch."""
         group = gref()
         if group is not None:
             with self._lock:
@@ -519,6 +560,54 @@ class DaskExecutor(Executor):
         if future.done():
             self._settled(future)
             return
+        with self._lock:
+            self._ready.append((future, df))
+            start = not self._fetching
+            self._fetching = True
+            if self._fetch_thread is None:
+                self._fetch_thread = threading.Thread(
+                    target=self._fetch_loop, name="cancellable-dask-results", daemon=True
+                )
+                self._fetch_thread.start()
+        if start:
+            self._fetch_wake.release()
+
+    def _fetch_loop(self) -> None:
+        """Fetch results in batches: one gather for whatever finished meanwhile."""
+        while True:
+            # An idle timeout, not a poll: the thread ends after a quiet spell
+            # and the next result starts a new one.
+            woken = self._fetch_wake.acquire(timeout=_IDLE)
+            if not woken:
+                with self._lock:
+                    if not self._ready and not self._fetching:
+                        self._fetch_thread = None
+                        return
+                continue
+            while True:
+                with self._lock:
+                    batch, self._ready = self._ready, []
+                    if not batch:
+                        self._fetching = False
+                        break
+                try:
+                    self._settle_batch(batch)
+                except Exception:
+                    _log.exception("settling Dask results failed")
+
+    def _settle_batch(self, batch: list[tuple[DaskFuture[Any], Any]]) -> None:
+        finished = [(f, df) for f, df in batch if df.status == "finished"]
+        values: dict[int, object] = {}
+        if finished:
+            try:
+                got = self._client.gather([df for _, df in finished])
+                values = {id(f): v for (f, _), v in zip(finished, got, strict=True)}
+            except Exception:
+                pass  # each one is fetched on its own below
+        for future, df in batch:
+            self._settle_one(future, df, values)
+
+    def _settle_one(self, future: DaskFuture[Any], df: Any, values: dict[int, object]) -> None:
         try:
             status = df.status
             if status == "cancelled":
@@ -526,7 +615,7 @@ class DaskExecutor(Executor):
             elif status == "error":
                 outcome = ("error", df.exception())
             else:
-                value = df.result()
+                value = values[id(future)] if id(future) in values else df.result()
                 outcome = ("cancelled", None) if value.__class__ is _Cancelled else ("ok", value)
         except BaseException as exc:  # any failure to fetch is the task's outcome
             outcome = ("error", exc)
