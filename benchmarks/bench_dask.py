@@ -140,8 +140,10 @@ def _quiesce(client: Any, ex: Any, backlog: int, rounds: int) -> str:
         lines.append(f"| {row.name} | {row.median:.2f} | {probes:.2f} |")
     lines += [
         "",
-        "`client.cancel` ends the futures at once but cannot stop a running task: its "
-        "thread runs on and the probes wait for it. The token reaches the running tasks too.",
+        "Both end the futures at once. The probes wait for the worker threads, and for "
+        "the scheduler to drop the backlog: `DaskExecutor` calls `client.cancel` on a "
+        "background thread after `cancel()` returned, while the plain variant calls it "
+        "before submitting the probes.",
     ]
     return "\n".join(lines)
 
