@@ -115,3 +115,11 @@ def init_mark(value: str) -> None:
 
 def initialized() -> list[str]:
     return list(_initialized)
+
+
+def size_of(data: bytes) -> int:
+    return len(data)
+
+
+def make_bytes(n: int) -> bytes:
+    return b"x" * n

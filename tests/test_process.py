@@ -585,3 +585,115 @@ def test_no_leaked_shared_memory_or_semaphores(tmp_path: Any) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
     assert proc.stderr == ""
+
+
+class TestTryingToBreakIt:
+    @pytest.mark.timeout(120)
+    def test_cancelled_means_never_ran_under_racing_cancels(
+        self, pool: CancellableProcessPoolExecutor, manager: SyncManager
+    ) -> None:
+        """A future that ends cancelled never ran: record() ignores its token, so a
+        task that started returns normally; a cancelled one must be absent."""
+        import random
+
+        log = manager.list()
+        sources = [CancellationTokenSource() for _ in range(300)]
+        fs = [pool.submit(tasks.record, log, i, token=s.token) for i, s in enumerate(sources)]
+        order = list(range(300))
+        random.Random(14).shuffle(order)
+
+        def canceller() -> None:
+            for i in order[:150]:
+                sources[i].cancel()
+
+        thread = threading.Thread(target=canceller)
+        thread.start()
+        thread.join(WAIT)
+        cf.wait(fs, timeout=60)
+        assert all(f.done() for f in fs)
+        ran = set(log)
+        for i, f in enumerate(fs):
+            if f.cancelled():
+                assert i not in ran, i
+            else:
+                assert f.result() == i
+                assert i in ran
+        assert sum(f.cancelled() for f in fs) >= 1
+
+    def test_one_token_for_many_tasks_leaves_nothing_behind(
+        self, pool: CancellableProcessPoolExecutor
+    ) -> None:
+        import gc
+
+        cts = CancellationTokenSource()
+        assert all(f.result(WAIT) == 2 for f in [pool.submit(tasks.add, 1, 1, token=cts.token)] * 1)
+        gc.collect()
+        before = sum(1 for o in gc.get_objects() if type(o) is CancellationTokenSource)
+        fs = [pool.submit(tasks.add, i, 1, token=cts.token) for i in range(2000)]
+        assert [f.result(WAIT) for f in fs] == [i + 1 for i in range(2000)]
+        del fs
+        gc.collect()
+        after = sum(1 for o in gc.get_objects() if type(o) is CancellationTokenSource)
+        assert after - before < 10
+        cts.cancel()  # nothing left registered on it: a no-op
+
+    def test_done_callbacks_may_call_back_into_the_pool(self, manager: SyncManager) -> None:
+        ex = make_pool()
+        seen: list[object] = []
+        done = threading.Event()
+
+        def callback(f: cf.Future[Any]) -> None:
+            # On the pool's dispatcher thread: submit, cancel_all and shutdown.
+            seen.append(ex.submit(tasks.add, 2, 2))
+            ex.cancel_all("from a callback")
+            ex.shutdown(wait=True)  # must not join its own thread
+            done.set()
+
+        ex.submit(tasks.add, 1, 1).add_done_callback(callback)
+        assert done.wait(WAIT)
+        second = seen[0]
+        assert isinstance(second, CancellableProcessFuture)
+        cf.wait([second], timeout=WAIT)
+        assert second.done()
+        ex.shutdown(wait=True)
+
+    def test_kill_after_zero_kills_at_once(
+        self, pool: CancellableProcessPoolExecutor, manager: SyncManager
+    ) -> None:
+        started = manager.Event()
+        f = pool.submit(tasks.ignore_cancel, started)
+        assert started.wait(WAIT)
+        f.request_cancel(kill_after=0)
+        with pytest.raises(OperationCancelledError):
+            f.result(WAIT)
+        assert pool.submit(tasks.add, 1, 1).result(WAIT) == 2
+
+    def test_huge_kill_after_never_fires_for_a_cooperative_task(
+        self, pool: CancellableProcessPoolExecutor, manager: SyncManager
+    ) -> None:
+        started = manager.Event()
+        f = pool.submit(tasks.wait_for_cancel, started)
+        assert started.wait(WAIT)
+        f.request_cancel("r", kill_after=1e10)
+        assert f.result(WAIT) == "r"
+        f.request_cancel("again", kill_after=float("inf"))
+
+    def test_payloads_larger_than_a_pipe_buffer(self, pool: CancellableProcessPoolExecutor) -> None:
+        big = b"y" * (8 * 1024 * 1024)
+        assert pool.submit(tasks.size_of, big).result(WAIT) == len(big)
+        assert len(pool.submit(tasks.make_bytes, 5_000_000).result(WAIT)) == 5_000_000
+
+    def test_many_threads_submitting_at_once(self, pool: CancellableProcessPoolExecutor) -> None:
+        barrier = threading.Barrier(8)
+        results: list[list[int]] = [[] for _ in range(8)]
+
+        def run(k: int) -> None:
+            barrier.wait()
+            results[k] = [pool.submit(tasks.add, k, i).result(WAIT) for i in range(25)]
+
+        threads = [threading.Thread(target=run, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(WAIT)
+        assert results == [[k + i for i in range(25)] for k in range(8)]

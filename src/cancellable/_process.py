@@ -417,6 +417,8 @@ class _Core:
 
     def arm_kill(self, task: _Task, grace: float) -> None:
         """After ``grace`` seconds, kill the worker of ``task`` if it still runs it."""
+        if grace >= threading.TIMEOUT_MAX:
+            return  # longer than any wait can last: never
         with self.lock:
             if task.state == _DONE or task.kill_source is not None:
                 return
@@ -805,7 +807,8 @@ class CancellableProcessFuture(Future[_R]):
         Args:
             reason: The token's reason.
             kill_after: Grace in seconds before the worker is killed; None
-                (the default) never kills.
+                (the default), infinity or anything from
+                `threading.TIMEOUT_MAX` up never kills.
 
         Raises:
             TypeError: ``kill_after`` is not a number.

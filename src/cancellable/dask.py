@@ -673,7 +673,7 @@ class DaskExecutor(Executor):
             return
 
         def signal() -> None:
-            client.run(_cancel_one, task_id, data, wait=False)
+            client.run(_cancel_one, task_id, data)
             client.cancel([dfut])
 
         self._post(signal)
