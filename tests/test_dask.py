@@ -188,7 +188,10 @@ class TestDask:
         assert executor.submit(tasks.add, 1, 1).cancelled()
         executor.shutdown()
         other = cdask.DaskExecutor(client)
-        assert other.submit(tasks.add, 1, 1, token=cts.token).cancelled()
+        f = other.submit(tasks.add, 1, 1, token=cts.token)
+        assert f.cancelled()
+        with pytest.raises(OperationCancelledError):
+            f.result()
         other.shutdown()
 
     def test_future_cancel_true_only_before_start(

@@ -238,7 +238,16 @@ def _worker_state() -> dict[str, int]:
 class _Group:
     """Parent side: the tasks of one submit token in one generation."""
 
-    __slots__ = ("__weakref__", "cancelled", "gen", "name", "reg", "source", "unfinished")
+    __slots__ = (
+        "__weakref__",
+        "cancelled",
+        "gen",
+        "name",
+        "reg",
+        "source",
+        "submitted",
+        "unfinished",
+    )
 
     def __init__(self, name: str, source: CancellationTokenSource, gen: object) -> None:
         self.name = name
@@ -246,6 +255,7 @@ class _Group:
         self.gen = gen
         self.unfinished: dict[str, DaskFuture[Any]] = {}
         self.cancelled = False
+        self.submitted = False  # a task of the group may have reached a worker
         self.reg: Any = None
 
 
@@ -432,6 +442,7 @@ class DaskExecutor(Executor):
             group.cancelled = True
             futures = list(group.unfinished.values())
             group.unfinished.clear()
+            submitted = group.submitted
         dask_futures = [f._dask for f in futures if f._dask is not None]
         for f in futures:
             # Not _settled(): closing the task's source now would detach it
@@ -440,6 +451,8 @@ class DaskExecutor(Executor):
             with self._lock:
                 self._all.discard(f)
             _end_cancelled(f)
+        if not submitted:
+            return  # no worker ever saw this group: nothing to signal or remove
         reason = _dump_reason(group.source.token.reason)
         name = group.name
         client = self._client
@@ -514,6 +527,14 @@ class DaskExecutor(Executor):
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
+        if token.is_cancellation_requested or self._token.is_cancellation_requested:
+            # Cancelled already: no group, no scheduler call; fn never runs.
+            future._token_source = CancellationTokenSource(token, self._token)
+            Future.cancel(future)
+            Future.set_running_or_notify_cancel(future)
+            future._token_source.close()
+            return future
+        with self._lock:
             group = self._group_for(token)
             new_group = group.reg is None
             if new_group:
@@ -528,6 +549,8 @@ class DaskExecutor(Executor):
             Future.set_running_or_notify_cancel(future)
             source.close()
             return future
+        with self._lock:
+            group.submitted = True
         task_id = f"{group.name}-{next(self._count)}"
         future._task_id = task_id
         name = getattr(fn, "__name__", "task")
