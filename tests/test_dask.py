@@ -238,6 +238,15 @@ class TestDask:
         with pytest.raises(OperationCancelledError):
             next(it)
 
+    def test_map_timeout_cancels_running_calls(self, ex: cdask.DaskExecutor, client: Any) -> None:
+        it = ex.map(tasks.cooperative, [None] * 4, timeout=0.5)
+        with pytest.raises(TimeoutError):
+            list(it)
+        # All four worker threads are free again: the naps saw their tokens.
+        assert [ex.submit(tasks.add, i, 0).result(WAIT) for i in range(4)] == [0, 1, 2, 3]
+        states = client.run(cdask._worker_state)
+        assert all(s["running"] == 0 for s in states.values())
+
     def test_bad_arguments(self, client: Any, ex: cdask.DaskExecutor) -> None:
         with pytest.raises(TypeError, match=r"client must be a distributed\.Client"):
             cdask.DaskExecutor(object())  # type: ignore[arg-type]

@@ -697,3 +697,12 @@ class TestTryingToBreakIt:
         for t in threads:
             t.join(WAIT)
         assert results == [[k + i for i in range(25)] for k in range(8)]
+
+    def test_map_timeout_cancels_the_calls_not_yielded(
+        self, pool: CancellableProcessPoolExecutor
+    ) -> None:
+        it = pool.map(tasks.cooperative, [None] * 4, timeout=0.3)
+        with pytest.raises(TimeoutError):
+            list(it)
+        # The two running naps were cancelled too: both workers are free again.
+        assert [pool.submit(tasks.add, i, 0).result(WAIT) for i in range(2)] == [0, 1]
