@@ -1,7 +1,7 @@
 """`DaskExecutor`: cancellation tokens for tasks on a Dask ``distributed`` cluster.
 
 Needs the ``dask`` extra (``pip install "cancellable[dask]"``). Importing this
-module without ``distributed`` raises `ImportError`.
+module without ``distributed`` raises `ModuleNotFoundError` (an `ImportError`).
 
 How a cancel travels. Tasks submitted with the same token (and in the same
 generation of `DaskExecutor.cancel_all`) form a group with one
@@ -46,8 +46,9 @@ try:
     # type checker must pass without the extra installed.
     distributed: Any = importlib.import_module("distributed")
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError(
-        "cancellable.dask needs the 'distributed' package: pip install 'cancellable[dask]'"
+    raise ModuleNotFoundError(
+        "cancellable.dask needs the 'distributed' package: pip install 'cancellable[dask]'",
+        name="distributed",
     ) from exc
 
 from ._checks import check_seconds
@@ -70,7 +71,7 @@ _log = logging.getLogger("cancellable")
 _LEASE: Final = 1.0
 _LINGER: Final = 2.0
 _CLAIM_TTL: Final = 300.0
-_IDLE: Final = 5.0
+_IDLE: Final = 0.5
 
 
 class _Cancelled:
