@@ -350,6 +350,13 @@ ROWS = [
         lambda f: f.result(0) == 1),
     Row("CancellableFuture", "result str timeout", CancellableFuture,
         lambda f: f.result(timeout="1"), TypeError, "timeout"),
+    # The process pool's own rows (more in tests/test_process.py::TestArguments).
+    Row("CancellableProcessPoolExecutor", "zero workers", _nothing,
+        lambda _: cancellable.CancellableProcessPoolExecutor(0), ValueError, "max_workers"),
+    Row("CancellableProcessFuture", "request_cancel NaN kill_after",
+        cancellable.CancellableProcessFuture,
+        lambda f: f.request_cancel(kill_after=NAN), ValueError, "kill_after",
+        lambda f: not f.done()),
 ]  # fmt: skip
 
 

@@ -19,6 +19,8 @@ from ._primitives import RLock as RLock
 from ._primitives import Semaphore as Semaphore
 from ._primitives import join as join
 from ._primitives import sleep as sleep
+from ._process import CancellableProcessFuture as CancellableProcessFuture
+from ._process import CancellableProcessPoolExecutor as CancellableProcessPoolExecutor
 from ._queues import LifoQueue as LifoQueue
 from ._queues import PriorityQueue as PriorityQueue
 from ._queues import Queue as Queue
@@ -35,6 +37,8 @@ __all__ = [
     "Barrier",
     "BoundedSemaphore",
     "CancellableFuture",
+    "CancellableProcessFuture",
+    "CancellableProcessPoolExecutor",
     "CancellableThreadPoolExecutor",
     "CancellationToken",
     "CancellationTokenRegistration",
