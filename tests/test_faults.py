@@ -57,9 +57,10 @@ class TestTokenCallbacksThatRaise:
         child = CancellationTokenSource(cts.token)
         child.token.register(self._raise, Fatal("in a child"))
         cts.token.register(self._raise, Boom("last"))
-        with pytest.raises(BaseExceptionGroup) as caught:
+        # A BaseException that is not an Exception comes out as itself once
+        # every callback ran; the ordinary errors are then logged.
+        with pytest.raises(Fatal, match="in a child"):
             cts.cancel("stop")
-        assert [str(e) for e in caught.value.exceptions] == ["last", "in a child", "first"]
         assert all(f.cancelled() for f in fs)
         gate.set()
 

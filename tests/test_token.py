@@ -284,19 +284,28 @@ class TestCallbackErrors:
             parent.cancel()
         assert {type(e) for e in raised.value.exceptions} == {ZeroDivisionError, IndexError}
 
-    def test_base_exceptions_are_collected_too(self) -> None:
-        cts = CancellationTokenSource()
+    @pytest.mark.parametrize("kind", [KeyboardInterrupt, SystemExit])
+    def test_interrupt_from_a_callback_comes_out_as_itself_after_the_others_ran(
+        self, kind: type[BaseException], caplog: pytest.LogCaptureFixture
+    ) -> None:
+        parent = CancellationTokenSource()
+        child = CancellationTokenSource(parent.token)
         calls: list[str] = []
-        cts.token.register(calls.append, "still runs")
+        parent.token.register(calls.append, "registered first")
+        parent.token.register(lambda: 1 / 0)
 
         def interrupt() -> None:
-            raise KeyboardInterrupt
+            raise kind
 
-        cts.token.register(interrupt)
-        with pytest.raises(BaseExceptionGroup) as raised:
-            cts.cancel()
-        assert [type(e) for e in raised.value.exceptions] == [KeyboardInterrupt]
-        assert calls == ["still runs"]
+        parent.token.register(interrupt)
+        child.token.register(calls.append, "child")
+        with pytest.raises(kind) as raised:
+            parent.cancel()
+        assert type(raised.value) is kind  # not wrapped in a group
+        assert calls == ["registered first", "child"]  # latest first; the link came first
+        assert child.token.is_cancellation_requested
+        # The ordinary error has nowhere else to go: it is logged.
+        assert any(r.exc_info and r.exc_info[0] is ZeroDivisionError for r in caplog.records)
 
     def test_cancel_during_propagating_exception_logs_instead(
         self, caplog: pytest.LogCaptureFixture
