@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import cancellable
+from _helpers import WaiterLog, in_thread, waiters
 from cancellable import (
     CancellationToken,
     CancellationTokenSource,
@@ -16,13 +17,7 @@ from cancellable import (
     _futures,
     use_token,
 )
-from test_primitives import (
-    WaiterLog,
-    assert_cancelled,
-    in_thread,
-    install_waiter_log,
-    no_registrations,
-)
+from test_primitives import assert_cancelled, no_registrations
 
 
 @pytest.fixture(autouse=True)
@@ -30,9 +25,7 @@ def _guard(no_leaked_threads: None) -> None:
     """Every test here runs under the leaked-thread guard."""
 
 
-@pytest.fixture
-def waiters(monkeypatch: pytest.MonkeyPatch) -> WaiterLog:
-    return install_waiter_log(monkeypatch)
+__all__ = ["waiters"]  # a fixture, used by name
 
 
 class CountingFuture(cf.Future[Any]):
