@@ -184,10 +184,17 @@ def _complete(errors: list[BaseException], step: Callable[..., object], *args: o
 
 def _until_done(step: Callable[..., object], *args: object) -> None:
     """Run a resumable step to its end, then re-raise the first exception that landed in it."""
-    errors: list[BaseException] = []
-    _complete(errors, step, *args)
-    if errors:
-        raise errors[0]
+    first: BaseException | None = None
+    while True:
+        try:
+            step(*args)
+        except BaseException as error:
+            if first is None:
+                first = error
+            continue
+        break
+    if first is not None:
+        raise first
 
 
 def _holds_wrongly(token: CancellationToken) -> bool:
@@ -351,22 +358,33 @@ def _cancel_steps(run: _CancelRun) -> None:
                     work.append((stale,))
             token._links = None
             continue
-        with lock:  # type: ignore[union-attr]
-            previous = token._running
-            if previous is not None and previous.__class__ is not _Link:
-                # It ran: only now, so that unregister() meanwhile waited for it.
-                previous._token, previous._fn, previous._args = None, None, ()  # type: ignore[union-attr]
-            waiters = token._unreg_waiters
-            while waiters:
-                waiters.pop().release()
-            regs = token._regs
-            if regs:
+        # The callbacks of this token, latest first, until one is a link
+        # (whose child goes on the work list first) or none is left.
+        while True:
+            with lock:  # type: ignore[union-attr]
+                previous = token._running
+                if previous is not None and previous.__class__ is not _Link:
+                    # It ran: only now, so that unregister() meanwhile waited for it.
+                    previous._token, previous._fn, previous._args = None, None, ()  # type: ignore[union-attr]
+                waiters = token._unreg_waiters
+                while waiters:
+                    waiters.pop().release()
+                regs = token._regs
+                if not regs:
+                    token._unreg_waiters = None
+                    token._regs, token._running, token._canceller = None, None, None
+                    break
                 todo.append(regs.popitem()[0])
                 token._running = todo[-1]
-                continue
-            token._unreg_waiters = None
-            token._regs, token._running, token._canceller = None, None, None
-        work.pop()
+            item = todo[-1]
+            if item.__class__ is _Link:
+                work.append(todo.pop())  # type: ignore[arg-type]
+                break
+            # Taking it from the list and starting it is one statement:
+            # nothing lands in between, so it runs exactly once.
+            todo.pop()._fn(*item._args)  # type: ignore[union-attr,misc]
+        if token._canceller is None:
+            work.pop()
 
 
 @final
@@ -716,7 +734,8 @@ def _close_steps(token: CancellationToken, stale: list[CancellationToken]) -> No
             if parent is not None:
                 stale.append(parent)
         token._links = None
-    _sync_holds(stale, None)
+    if stale:
+        _sync_holds(stale, None)
 
 
 @final
