@@ -28,6 +28,7 @@ import pytest
 
 import cancellable
 from cancellable import _primitives
+from cancellable._token import _token_stats
 
 PACKAGE_DIR = Path(cancellable.__file__).resolve().parent
 
@@ -195,6 +196,12 @@ def _run_injecting(
     return None
 
 
+def holds_nothing(token: cancellable.CancellationToken) -> bool:
+    """Whether ``token`` holds no registration and no link to a child (`_token_stats`)."""
+    stats = _token_stats(token)
+    return stats.registrations == stats.children == stats.strong_children == 0
+
+
 # -- waiter counting ------------------------------------------------------------------
 
 
@@ -301,45 +308,54 @@ def interrupt_when_asleep(thread: threading.Thread, timeout: float = 10) -> None
 HANG_GUARD = 20  # seconds; generous, only there so a regression cannot hang CI
 
 
-def spawn(code: str) -> subprocess.Popen[str]:
-    """Start ``python -c code`` (dedented) with text pipes for stdout and stderr."""
+def spawn(code: str, *, prelude: str = "") -> subprocess.Popen[str]:
+    """Start ``python -c prelude + code`` (``code`` dedented) with text pipes for its output.
+
+    Children that write from several threads should use ``os.write``:
+    ``print()`` is two writes, and ``sys.stdout`` is not safe for concurrent
+    writers.
+    """
     return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code)],
+        [sys.executable, "-c", prelude + textwrap.dedent(code)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
 
 
-def wait_for_lines(proc: subprocess.Popen[str], *expected: str) -> list[str]:
+def wait_for_lines(
+    proc: subprocess.Popen[str], *expected: str, guard: float = HANG_GUARD
+) -> list[str]:
     """Read the child's output until it has printed every line of ``expected``.
 
-    Returns the lines read (stripped). Fails with the child's stderr if it
-    ends first.
+    Returns the lines read (without their newline). Fails with the child's
+    stderr if it ends first.
     """
     assert proc.stdout is not None
     missing = list(expected)
     seen: list[str] = []
     for line in proc.stdout:
-        seen.append(line.strip())
-        if line.strip() in missing:
-            missing.remove(line.strip())
-            if not missing:
-                return seen
+        seen.append(line.rstrip("\n"))
+        for candidate in (seen[-1], seen[-1].strip()):
+            if candidate in missing:
+                missing.remove(candidate)
+                break
+        if not missing:
+            return seen
+    proc.wait(timeout=guard)
     assert proc.stderr is not None
-    raise AssertionError(f"child ended before printing {missing!r}: {proc.stderr.read()}")
+    raise AssertionError(f"child ended before printing {missing!r}: {seen!r} {proc.stderr.read()}")
 
 
-def finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
-    """Wait for the child (within `HANG_GUARD`); return its status and the rest of its output."""
+def finish(proc: subprocess.Popen[str], *, guard: float = HANG_GUARD) -> tuple[int, str, str]:
+    """Wait for the child within ``guard`` seconds; return its code and remaining output.
+
+    A child still running then has hung: it is killed and the test fails.
+    """
     try:
-        proc.wait(timeout=HANG_GUARD)
+        out, err = proc.communicate(timeout=guard)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.wait()
-        raise
-    assert proc.stdout is not None
-    assert proc.stderr is not None
-    # Read through the same buffered wrappers wait_for_lines used.
-    with proc.stdout, proc.stderr:
-        return proc.returncode, proc.stdout.read(), proc.stderr.read()
+        out, err = proc.communicate()
+        raise AssertionError(f"child hung: {out!r} {err!r}") from None
+    return proc.returncode, out, err
