@@ -236,3 +236,25 @@ def test_none_token_opts_out() -> None:
     cts.cancel()
     with use_token(cts.token), pytest.raises(TimeoutError):
         cancellable.result(cf.Future(), 0.01, token=CancellationToken.NONE)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=OverflowError,
+    reason="CancellableFuture._wait_token (in _future.py) hands the raw timeout to "
+    "threading.Condition.wait; it must cap it at threading.TIMEOUT_MAX",
+)
+def test_map_with_a_huge_timeout_and_a_token_does_not_overflow() -> None:
+    gate = threading.Event()
+    with cancellable.CancellableThreadPoolExecutor(max_workers=1) as pool:
+        cts = CancellationTokenSource()
+        results = pool.map(lambda _: gate.wait(), [0], timeout=1e10, token=cts.token)
+        # Today the wait raises at once; once fixed it returns when the gate
+        # opens (the delay only has to let the wait start, its size is moot).
+        opener = threading.Timer(0.2, gate.set)
+        opener.start()
+        try:
+            assert list(results) == [True]
+        finally:
+            gate.set()
+            opener.join()

@@ -14,6 +14,7 @@ from concurrent.futures import CancelledError
 
 import pytest
 
+from _helpers import holds_nothing
 from cancellable import (
     CancellationToken,
     CancellationTokenRegistration,
@@ -23,6 +24,7 @@ from cancellable import (
     current_token,
     use_token,
 )
+from cancellable._token import _token_stats
 from conftest import FakeClock
 
 
@@ -235,8 +237,8 @@ class TestRegister:
         cts = CancellationTokenSource()
         for _ in range(1000):
             cts.token.register(lambda: None).unregister()
-        assert not cts.token._regs
-        assert cts.token._nstrong == 0
+        assert holds_nothing(cts.token)
+        assert _token_stats(cts.token).strong_children == 0
 
     def test_callback_references_are_dropped_after_running(self) -> None:
         class Payload:
@@ -352,7 +354,7 @@ class TestLinked:
         assert either.token.reason == "b went"
         assert not a.token.is_cancellation_requested
         # Cancelled through b, it has detached from a.
-        assert not a.token._regs
+        assert holds_nothing(a.token)
 
     def test_children_are_cancelled_depth_first_latest_first(self) -> None:
         root = CancellationTokenSource()
@@ -382,8 +384,7 @@ class TestLinked:
     def test_duplicate_parents_link_once(self) -> None:
         parent = CancellationTokenSource()
         child = CancellationTokenSource(parent.token, parent.token)
-        assert parent.token._regs is not None
-        assert len(parent.token._regs) == 1
+        assert _token_stats(parent.token).children == 1
         parent.cancel()
         assert child.token.is_cancellation_requested
 
@@ -391,7 +392,7 @@ class TestLinked:
         parent = CancellationTokenSource()
         child = CancellationTokenSource(parent.token)
         child.close()
-        assert not parent.token._regs
+        assert holds_nothing(parent.token)
         parent.cancel()
         assert not child.token.is_cancellation_requested
 
@@ -409,7 +410,7 @@ class TestLinked:
             pass
         assert child.closed
         assert not child.token.is_cancellation_requested
-        assert not parent.token._regs
+        assert holds_nothing(parent.token)
 
     def test_with_block_left_by_an_exception_does_not_cancel(self) -> None:
         with pytest.raises(KeyError), CancellationTokenSource() as cts:
@@ -423,7 +424,7 @@ class TestLinked:
         del child
         gc.collect()
         assert ref() is None
-        assert not parent.token._regs
+        assert holds_nothing(parent.token)
 
     def test_dropped_child_with_a_callback_is_kept_alive_by_the_parent(self) -> None:
         parent = CancellationTokenSource()
@@ -576,7 +577,7 @@ class TestWait:
     def test_wait_times_out(self, no_leaked_threads: None) -> None:
         cts = CancellationTokenSource()
         assert cts.token.wait(timeout=0.01) is False
-        assert not cts.token._regs
+        assert holds_nothing(cts.token)
 
     def test_wait_on_cancelled_returns_true_at_once(self) -> None:
         cts = CancellationTokenSource()
