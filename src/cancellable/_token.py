@@ -16,7 +16,15 @@ with one atomic ``dict.pop``, taking no lock, since the garbage collector may
 run it while any lock is held.
 
 Locks are only ever taken upward (a child's, then a parent's), and callbacks
-run outside every lock.
+run outside every lock. Nothing recurses along links: cancelling, and making
+parents hold a child strongly or weakly, walk explicit work lists, so a chain
+of any depth takes no stack. Those walks are written to be resumed after a
+`KeyboardInterrupt` lands in them (see "finishing what an interrupt broke
+off" below).
+
+The rest of the package uses the small internal API at the end of this
+module (`resolve`, `raise_cancelled`, `is_none`, `ambient_is_none`,
+`ambient_or_none`) rather than the token's fields.
 """
 
 from __future__ import annotations
