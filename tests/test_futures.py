@@ -163,6 +163,35 @@ def test_no_token_is_the_stdlib() -> None:
         cancellable.result(pending, 0.01)
 
 
+@pytest.mark.parametrize("name", list(CALLS))
+def test_every_wait_accepts_a_huge_timeout(name: str, waiters: WaiterLog) -> None:
+    futures = [CountingFuture()]
+    cts = CancellationTokenSource()
+    outcome = in_thread(lambda: CALLS[name](futures, cts.token, 1e10))
+    waiters.wait_blocked()
+    cts.cancel("stop")
+    outcome.join()
+    assert_cancelled(outcome, cts.token)  # not OverflowError
+    assert waiters.timeouts[0] <= threading.TIMEOUT_MAX
+
+
+def test_first_exception_does_not_count_a_cancelled_future(waiters: WaiterLog) -> None:
+    # As concurrent.futures.wait: a cancelled future is done, not an exception.
+    cancelled: cf.Future[int] = cf.Future()
+    assert cancelled.cancel()
+    running: cf.Future[int] = cf.Future()
+    cts = CancellationTokenSource()
+    outcome = in_thread(
+        lambda: cancellable.wait(
+            [cancelled, running], return_when=cf.FIRST_EXCEPTION, token=cts.token
+        )
+    )
+    waiters.wait_blocked()  # it blocks: the cancelled future did not end the wait
+    running.set_exception(KeyError("x"))
+    outcome.join()
+    assert outcome.value == ({cancelled, running}, set())
+
+
 def test_return_when_is_checked() -> None:
     with pytest.raises(ValueError, match="return_when must be"):
         cancellable.wait([], return_when="SOMETIMES")

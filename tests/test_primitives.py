@@ -473,6 +473,23 @@ class TestInterruptedAnywhere:
 # -- no token: the stdlib's behaviour ------------------------------------------------
 
 
+@pytest.mark.parametrize("make", [RLock, threading.RLock], ids=["ours", "stdlib"])
+def test_rlock_locked_is_true_while_any_thread_holds_it(make: Callable[[], Any]) -> None:
+    # Python 3.14's threading.RLock.locked(): the holder sees True too.
+    lock = make()
+    if not hasattr(lock, "locked"):
+        pytest.skip("threading.RLock.locked() exists from Python 3.14")
+    assert not lock.locked()
+    with lock:
+        assert lock.locked()
+        with lock:
+            assert lock.locked()
+        other = in_thread(lock.locked)
+        other.join()
+        assert other.value is True
+    assert not lock.locked()
+
+
 class TestDropIn:
     def test_classes_subclass_the_stdlib_ones(self) -> None:
         assert issubclass(Event, threading.Event)

@@ -286,6 +286,19 @@ class TestCallbackErrors:
             parent.cancel()
         assert {type(e) for e in raised.value.exceptions} == {ZeroDivisionError, IndexError}
 
+    def test_wait_accepts_a_huge_timeout(self) -> None:
+        cts = CancellationTokenSource()
+        outcome: list[object] = []
+        waiter = threading.Thread(target=lambda: outcome.append(cts.token.wait(1e10)))
+        waiter.start()
+        # Polled: the registration is the only sign that the waiter is parked.
+        deadline = time.monotonic() + 10
+        while _token_stats(cts.token).registrations == 0 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        cts.cancel()
+        waiter.join(10)
+        assert outcome == [True]  # not OverflowError
+
     @pytest.mark.parametrize("kind", [KeyboardInterrupt, SystemExit])
     def test_interrupt_from_a_callback_comes_out_as_itself_after_the_others_ran(
         self, kind: type[BaseException], caplog: pytest.LogCaptureFixture
