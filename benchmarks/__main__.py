@@ -1,9 +1,12 @@
-"""``python -m benchmarks [--quick] [--only NAME ...] [--no-plots]``: every benchmark, one process.
+"""``python -m benchmarks [--quick] [--only NAME ...] [--no-plots] [--publish]``: every benchmark.
 
 Each ``benchmarks/bench_*.py`` module exposes ``run(quick: bool) -> str``
-returning markdown. This runner calls them in turn, prints their tables with a
-header naming the date, machine and command, and writes the same text to
-``benchmarks/results/latest.md``. ``run`` may take a keyword ``tiny``
+returning markdown. This runner calls them in turn, in one process, prints
+their tables with a header naming the date, machine and command, and writes
+the same text to ``latest.md`` in ``benchmarks/local/`` (git-ignored, so a run
+that only measures this machine leaves the checkout clean); ``--publish``
+writes to the committed ``benchmarks/results/`` instead, the figures and plots
+the README shows. ``run`` may take a keyword ``tiny``
 (``--tiny``: smoke-test sizes for the test suite). A module may also expose ``plots(outdir)``,
 which draws what its last ``run`` measured as PNG files (matplotlib, from the
 ``bench`` extra; without it the plots are skipped with a message). Progress
@@ -34,6 +37,17 @@ def discover() -> list[str]:
     )
 
 
+LOCAL = HERE / "local"
+PUBLISHED = HERE / "results"
+
+
+def output_folder(out: Path | None, *, publish: bool) -> Path:
+    """Where a run writes: ``out`` if given, the committed results with ``publish``, else local."""
+    if out is not None:
+        return out
+    return PUBLISHED if publish else LOCAL
+
+
 def _plot(module: ModuleType, outdir: Path) -> None:
     try:
         paths = module.plots(outdir)
@@ -55,7 +69,15 @@ def main(argv: list[str] | None = None) -> int:
         "--only", nargs="+", metavar="NAME", help="run only these modules (e.g. bench_token)"
     )
     parser.add_argument(
-        "--out", type=Path, default=HERE / "results", help="folder for latest.md and the plots"
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for latest.md and the plots (default: benchmarks/local, git-ignored)",
+    )
+    parser.add_argument(
+        "--publish",
+        action="store_true",
+        help="write to the committed benchmarks/results/ (the README's figures and plots)",
     )
     parser.add_argument(
         "--plots",
@@ -64,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         help="draw PNG plots for modules that offer them (default: on)",
     )
     args = parser.parse_args(argv)
+    if args.publish and args.out is not None:
+        parser.error("--publish writes to benchmarks/results; it takes no --out")
+    args.out = output_folder(args.out, publish=args.publish)
     names = discover()
     if args.only:
         unknown = sorted(set(args.only) - set(names))
@@ -76,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         command += " --only " + " ".join(args.only)
     if not args.plots:
         command += " --no-plots"
+    if args.publish:
+        command += " --publish"
     today = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
     sections = [f"## {today}: `{command}`", "", f"Machine: {machine()}.", ""]
     for index, name in enumerate(names, 1):

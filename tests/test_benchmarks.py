@@ -22,6 +22,15 @@ def test_runner_discovers_every_bench_module() -> None:
     assert {"bench_executor", "bench_pools", "bench_primitives", "bench_token"} <= set(on_disk)
 
 
+def test_a_plain_run_writes_to_an_ignored_folder_and_only_publish_to_results() -> None:
+    assert runner.output_folder(None, publish=False) == ROOT / "benchmarks" / "local"
+    assert runner.output_folder(None, publish=True) == ROOT / "benchmarks" / "results"
+    assert runner.output_folder(ROOT / "x", publish=False) == ROOT / "x"
+    assert "benchmarks/local/" in (ROOT / ".gitignore").read_text().splitlines()
+    with pytest.raises(SystemExit):
+        runner.main(["--publish", "--out", "elsewhere"])
+
+
 def test_every_module_exposes_run_with_a_tiny_size() -> None:
     import inspect
 

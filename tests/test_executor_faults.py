@@ -377,16 +377,16 @@ def quarantine(pool: Pool | None) -> None:
 def _strong_registrations(token: Any) -> list[Any]:
     """The registrations on ``token`` that keep something alive.
 
-    Reads the token's private registry (``_regs``: callbacks, and links to
-    child tokens, which are weak unless the child has callbacks of its own);
-    an empty list if the token keeps none or has no such registry.
+    Reads the token's private registries (``_regs``: callbacks, and links to
+    child tokens, which are weak unless the child has callbacks of its own;
+    ``_watchers``: the library's own hooks, a pool's groups and pending
+    tasks); an empty list if the token keeps none or has no such registry.
     """
-    regs = getattr(token, "_regs", None)
-    if not regs:
-        return []
+    regs = list(getattr(token, "_regs", None) or ())
+    regs += list(getattr(token, "_watchers", None) or ())
     return [
         reg
-        for reg in list(regs)
+        for reg in regs
         if not isinstance(reg, weakref.ref) or getattr(reg, "strong", None) is not None
     ]
 

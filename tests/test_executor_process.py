@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import textwrap
 
 import pytest
 from benchmarks._childproc import interrupt_when_blocked
+
+from _helpers import finish, spawn, wait_for_lines
 
 HANG_GUARD = 20  # seconds; generous, only there so a regression cannot hang CI
 
@@ -18,40 +19,16 @@ HANG_GUARD = 20  # seconds; generous, only there so a regression cannot hang CI
 
 
 def _spawn(code: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return spawn(code)
 
 
 def _wait_for_line(proc: subprocess.Popen[str], *expected: str) -> None:
-    """Read the child's output until it has printed every line of ``expected``."""
-    assert proc.stdout is not None
-    missing = list(expected)
-    for line in proc.stdout:
-        if line.strip() in missing:
-            missing.remove(line.strip())
-            if not missing:
-                return
-    assert proc.stderr is not None
-    raise AssertionError(f"child ended before printing {missing!r}: {proc.stderr.read()}")
+    wait_for_lines(proc, *expected, guard=HANG_GUARD)
 
 
 def _rest(proc: subprocess.Popen[str]) -> tuple[str, str]:
-    """Wait for the child (within the hang guard) and return the rest of its output."""
-    try:
-        proc.wait(timeout=HANG_GUARD)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        raise
-    assert proc.stdout is not None
-    assert proc.stderr is not None
-    # Read through the same buffered wrappers _wait_for_line used.
-    with proc.stdout, proc.stderr:
-        return proc.stdout.read(), proc.stderr.read()
+    _, out, err = finish(proc, guard=HANG_GUARD)
+    return out, err
 
 
 def test_backlog_runs_at_interpreter_exit() -> None:

@@ -297,7 +297,8 @@ class TestKeyboardInterruptDuringABacklogCancel:
         assert type(caught) is KeyboardInterrupt, (
             f"{how} surfaced {caught!r} instead of the KeyboardInterrupt itself"
         )
-        assert pool.submit(pow, 2, 4).result(timeout=WAIT) == 16 or how.startswith("shutdown")
+        if not how.startswith("shutdown"):
+            assert pool.submit(pow, 2, 4).result(timeout=WAIT) == 16  # still usable
 
     @pytest.mark.timeout(60)
     @pytest.mark.parametrize("how", ["future.cancel", "request_cancel"])

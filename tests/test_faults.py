@@ -57,9 +57,10 @@ class TestTokenCallbacksThatRaise:
         child = CancellationTokenSource(cts.token)
         child.token.register(self._raise, Fatal("in a child"))
         cts.token.register(self._raise, Boom("last"))
-        with pytest.raises(BaseExceptionGroup) as caught:
+        # A BaseException that is not an Exception comes out as itself once
+        # every callback ran; the ordinary errors are then logged.
+        with pytest.raises(Fatal, match="in a child"):
             cts.cancel("stop")
-        assert [str(e) for e in caught.value.exceptions] == ["last", "in a child", "first"]
         assert all(f.cancelled() for f in fs)
         gate.set()
 
@@ -399,9 +400,12 @@ class TestDoneCallbackFailures:
 
         for f in fs:
             f.add_done_callback(interrupted)
-        with pytest.raises(BaseExceptionGroup):
-            cts.cancel()
-        gate.set()
+        try:
+            # The first one propagates as itself, once every task has ended.
+            with pytest.raises(KeyboardInterrupt):
+                cts.cancel()
+        finally:
+            gate.set()
         assert all(f.done() for f in fs), [f for f in fs if not f.done()]
 
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import textwrap
 
 import pytest
 from benchmarks._childproc import interrupt_when_blocked
+
+from _helpers import finish, spawn, wait_for_lines
 
 HANG_GUARD = 10  # seconds; a child still running then has hung
 
@@ -32,39 +33,15 @@ def say(*words):
 
 
 def _spawn(code: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-c", PRELUDE + textwrap.dedent(code)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return spawn(code, prelude=PRELUDE)
 
 
 def _wait_for(proc: subprocess.Popen[str], *expected: str) -> list[str]:
-    """Read lines until every line of ``expected`` was seen; return all lines read."""
-    assert proc.stdout is not None
-    missing = list(expected)
-    seen = []
-    for line in proc.stdout:
-        seen.append(line.rstrip("\n"))
-        if seen[-1] in missing:
-            missing.remove(seen[-1])
-            if not missing:
-                return seen
-    proc.wait(timeout=HANG_GUARD)
-    assert proc.stderr is not None
-    raise AssertionError(f"child ended before printing {missing!r}: {seen!r} {proc.stderr.read()}")
+    return wait_for_lines(proc, *expected, guard=HANG_GUARD)
 
 
 def _finish(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
-    """Wait for the child within the hang guard; return its code and remaining output."""
-    try:
-        out, err = proc.communicate(timeout=HANG_GUARD)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        raise AssertionError(f"child hung: {out!r} {err!r}") from None
-    return proc.returncode, out, err
+    return finish(proc, guard=HANG_GUARD)
 
 
 def _run(code: str) -> tuple[int, str, str]:

@@ -13,8 +13,10 @@ from collections.abc import Callable
 
 import pytest
 
+from _helpers import holds_nothing
 from cancellable import CancellationToken, CancellationTokenRegistration, CancellationTokenSource
 from cancellable import _token as token_module
+from cancellable._token import _token_stats
 
 THREADS = 8
 ROUNDS = 25
@@ -63,7 +65,7 @@ class _Counter:
 
 
 def _assert_no_registrations(token: CancellationToken) -> None:
-    assert not token._regs
+    assert holds_nothing(token)
     assert token._running is None
     assert token._unreg_waiters is None
 
@@ -382,8 +384,8 @@ class TestLinkedChildren:
                 _assert_no_registrations(token)
         _assert_no_registrations(parent.token)
         # Every link into the surviving parent was removed again.
-        assert not other.token._regs
-        assert other.token._nstrong == 0
+        assert holds_nothing(other.token)
+        assert _token_stats(other.token).strong_children == 0
 
     def test_children_created_and_closed_or_dropped_leave_no_links(self) -> None:
         parent = CancellationTokenSource()
@@ -406,8 +408,8 @@ class TestLinkedChildren:
                 del child, grandchild, reg
 
         _run_threads([(lambda s=s: worker(s)) for s in range(THREADS)])  # type: ignore[misc]
-        assert not parent.token._regs
-        assert parent.token._nstrong == 0
+        assert holds_nothing(parent.token)
+        assert _token_stats(parent.token).strong_children == 0
         assert not ran
         parent.cancel()
         assert not ran

@@ -16,7 +16,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from _helpers import holds_nothing
 from cancellable import CancellationToken, CancellationTokenSource, _timer
+from cancellable._token import _token_stats
 
 CHILDREN = 100_000
 BUDGET = 64 * 1024  # bytes a parent may retain after all its children are gone
@@ -61,8 +63,8 @@ def test_many_short_lived_children_leave_the_parent_where_it_started(
     churn(parent, CHILDREN)
     after = traced()
     assert after - before <= BUDGET, f"parent retained {after - before} bytes"
-    assert not parent.token._regs
-    assert parent.token._nstrong == 0
+    assert holds_nothing(parent.token)
+    assert _token_stats(parent.token).strong_children == 0
 
 
 def test_dropped_child_with_a_callback_is_held_until_the_parent_cancels() -> None:
@@ -83,7 +85,7 @@ def test_dropped_child_with_a_callback_is_held_until_the_parent_cancels() -> Non
     gc.collect()
     assert child_ref() is None
     assert grandchild_ref() is None
-    assert not parent.token._regs
+    assert holds_nothing(parent.token)
 
 
 def test_dropped_child_is_freed_once_its_callback_is_unregistered() -> None:
@@ -95,13 +97,13 @@ def test_dropped_child_is_freed_once_its_callback_is_unregistered() -> None:
     del child, grandchild
     gc.collect()
     assert grandchild_ref() is not None
-    assert parent.token._nstrong == 1
+    assert _token_stats(parent.token).strong_children == 1
     assert reg.unregister()
     # Plain reference counting frees them: no cycle is left to collect.
     assert grandchild_ref() is None
     assert child_ref() is None
-    assert not parent.token._regs
-    assert parent.token._nstrong == 0
+    assert holds_nothing(parent.token)
+    assert _token_stats(parent.token).strong_children == 0
 
 
 def test_dropped_child_with_a_waiter_is_held_while_it_waits() -> None:

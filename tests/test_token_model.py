@@ -27,7 +27,7 @@ from cancellable import (
     CancellationTokenSource,
     _timer,
 )
-from cancellable._token import _Link
+from cancellable._token import _Link, _token_stats
 
 # Far below any real monotonic time, so deadlines left armed by other tests in
 # the shared timer heap are never due on this clock.
@@ -398,7 +398,11 @@ class TokenDag(RuleBasedStateMachine):
                 ]
             )
             pending_cbs = sum(1 for kind, _ in node.regs if kind == "cb")
-            assert token._nstrong == pending_cbs + strong_children
+            stats = _token_stats(token)
+            assert stats.registrations == pending_cbs
+            assert stats.strong_children == strong_children
+            if stats.parents:
+                assert stats.held_strongly is (pending_cbs + strong_children > 0)
             assert (token._deadline is not None) is (node.deadline is not None)
 
 

@@ -78,13 +78,6 @@ def test_rlock_locked_is_true_for_other_threads_while_held() -> None:
     assert not lock.locked()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "_primitives.RLock.locked() tests with acquire(False), which the owning thread "
-        "re-enters: it returns False to the owner; 3.14's RLock.locked() returns True"
-    ),
-)
 def test_rlock_locked_is_true_for_the_owner() -> None:
     lock = cancellable.RLock()
     with lock:

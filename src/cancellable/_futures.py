@@ -24,7 +24,7 @@ from concurrent.futures._base import DoneAndNotDoneFutures
 from typing import Any, TypeVar, final
 
 from ._primitives import _enter_wait, _timeout_arg, _Waiter
-from ._token import _NONE, CancellationToken, _ambient, current_token
+from ._token import CancellationToken, ambient_is_none, is_none, raise_cancelled, resolve
 
 __all__ = ["as_completed", "result", "wait"]
 
@@ -101,17 +101,18 @@ def _watch(future: cf.Future[Any]) -> _Watch:
 
 
 def _enrol(
-    futures: Iterable[cf.Future[Any]], wake: Callable[[cf.Future[Any]], object]
-) -> list[_Watch]:
-    """Enrol ``wake`` on each future; call it at once for those already done."""
-    watches = []
+    futures: Iterable[cf.Future[Any]],
+    wake: Callable[[cf.Future[Any]], object],
+    watches: list[_Watch],
+) -> None:
+    """Enrol ``wake`` on each future, noting it in ``watches`` (which the caller
+    empties in a ``finally``, so an interrupt half-way leaves nothing behind);
+    call it at once for those already done."""
     for future in futures:
         watch = _watch(future)
-        if watch.add(wake):
-            watches.append(watch)
-        else:
+        watches.append(watch)
+        if not watch.add(wake):
             wake(future)
-    return watches
 
 
 def _satisfied(done: set[cf.Future[_T]], pending: set[cf.Future[_T]], return_when: str) -> bool:
@@ -120,7 +121,8 @@ def _satisfied(done: set[cf.Future[_T]], pending: set[cf.Future[_T]], return_whe
     if return_when == cf.FIRST_COMPLETED:
         return bool(done)
     if return_when == cf.FIRST_EXCEPTION:
-        return any(f.cancelled() or f.exception() is not None for f in done)
+        # As the stdlib: a cancelled future is done, not an exception.
+        return any(not f.cancelled() and f.exception() is not None for f in done)
     return False
 
 
@@ -162,22 +164,20 @@ def wait(
         )
     _enter_wait(timeout, token)
     futures = set(fs)
-    if token is None and _ambient.get() is _NONE:
-        return cf.wait(futures, timeout, return_when)
-    if token is not None and token._lock is None:
+    if (token is None and ambient_is_none()) or (token is not None and is_none(token)):
         return cf.wait(futures, timeout, return_when)
     deadline = None if timeout is None else time.monotonic() + timeout
     done, pending = _split(futures)
     if _satisfied(done, pending, return_when) or (timeout is not None and timeout <= 0):
         return DoneAndNotDoneFutures(done, pending)
-    if token is None:
-        token = current_token()  # read only now that the call blocks
+    token = resolve(token)  # read only now that the call blocks
     if token._cancelled:
-        token._raise_cancelled()
+        raise_cancelled(token)
     waiter = _Waiter()
     wake = _waker(waiter)
-    watches = _enrol(pending, wake)
+    watches: list[_Watch] = []
     try:
+        _enrol(pending, wake, watches)
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
@@ -187,7 +187,7 @@ def wait(
             if _satisfied(done, pending, return_when):
                 break
             if token._cancelled:
-                token._raise_cancelled()
+                raise_cancelled(token)
     finally:
         for watch in watches:
             watch.discard(wake)
@@ -225,7 +225,7 @@ def as_completed(
         TimeoutError: The timeout passed with futures still pending.
     """
     _enter_wait(timeout, token)
-    if (token is None and _ambient.get() is _NONE) or (token is not None and token._lock is None):
+    if (token is None and ambient_is_none()) or (token is not None and is_none(token)):
         yield from cf.as_completed(fs, timeout)
         return
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -235,8 +235,7 @@ def as_completed(
     yield from done
     if not pending:
         return
-    if token is None:
-        token = current_token()  # read only now that the iteration may block
+    token = resolve(token)  # read only now that the iteration may block
     finished: deque[cf.Future[_T]] = deque()
     waiter = _Waiter()
 
@@ -244,18 +243,19 @@ def as_completed(
         finished.append(future)
         waiter.wake()
 
-    watches = _enrol(pending, wake)
+    watches: list[_Watch] = []
     try:
+        _enrol(pending, wake, watches)
         while pending:
             if not finished:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is None or remaining > 0:
                     if token._cancelled:
-                        token._raise_cancelled()
+                        raise_cancelled(token)
                     waiter.block(_timeout_arg(remaining), token)
                 if not finished:
                     if token._cancelled:
-                        token._raise_cancelled()
+                        raise_cancelled(token)
                     if deadline is not None and time.monotonic() >= deadline:
                         raise TimeoutError(f"{len(pending)} (of {total}) futures unfinished")
                     continue
@@ -300,12 +300,11 @@ def result(
         _enter_wait(timeout, token)
     if future.done() or (timeout is not None and timeout <= 0):
         return future.result(timeout)
-    if token is None:
-        token = current_token()
-    if token._lock is None:
+    token = resolve(token)
+    if is_none(token):
         return future.result(timeout)
     if token._cancelled:
-        token._raise_cancelled()
+        raise_cancelled(token)
     waiter = _Waiter()
     wake = _waker(waiter)
     watch = _watch(future)
@@ -316,7 +315,7 @@ def result(
         finally:
             watch.discard(wake)
     if not future.done() and token._cancelled:
-        token._raise_cancelled()
+        raise_cancelled(token)
     return future.result(0)  # TimeoutError if the timeout passed first
 
 

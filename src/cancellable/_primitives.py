@@ -30,14 +30,11 @@ from _thread import RLock as _CRLock
 from collections import deque
 from collections.abc import Callable
 from contextlib import suppress
-from numbers import Real
 from threading import TIMEOUT_MAX
-from types import TracebackType
 from typing import Any, Final, Protocol, TypeVar, final
 
-from ._checks import check_seconds
-from ._errors import OperationCancelledError
-from ._token import CancellationToken, CancellationTokenSource, current_token
+from ._checks import check_seconds, check_timeout, check_token
+from ._token import CancellationToken, raise_cancelled, resolve
 
 __all__ = [
     "Barrier",
@@ -89,13 +86,14 @@ class _Waiter:
         returns, the cancel callback is unregistered and not running, so
         ``cancelled`` is final.
         """
-        reg = token.register(self._on_cancel)
+        reg = None
         try:
+            reg = token.register(self._on_cancel)
             return self.lock.acquire(True, timeout)
         finally:
             # Setting the flag is the callback's last act: once it is seen
             # the callback is done, and unregistering has nothing to wait for.
-            if not self.cancelled:
+            if reg is not None and not self.cancelled:
                 reg.unregister()
 
     def handed(self, woke: bool) -> bool:
@@ -115,36 +113,21 @@ def _timeout_arg(timeout: float | None) -> float:
     return min(timeout, TIMEOUT_MAX)
 
 
-def _check_timeout(timeout: object) -> None:
-    """Reject a timeout that is not a real number, or is NaN (the stdlib would spin or
-    fail with an unrelated message). Negative values keep their stdlib meaning."""
-    cls = timeout.__class__
-    if cls is float:
-        if timeout != timeout:  # noqa: PLR0124 (NaN is the one value unequal to itself)
-            raise ValueError("timeout must not be NaN")
-    elif cls is not int:
-        if not isinstance(timeout, Real):
-            raise TypeError(
-                f"timeout must be a number of seconds or None, got {type(timeout).__name__!r}"
-            )
-        if timeout != timeout:  # noqa: PLR0124
-            raise ValueError("timeout must not be NaN")
+# The names the rest of the package imports from here.
+_check_timeout = check_timeout
 
 
 def _check_token(token: object) -> None:
     """Reject a ``token=`` that is neither None nor a `CancellationToken`."""
-    if token is not None and token.__class__ is not CancellationToken:
-        if isinstance(token, CancellationTokenSource):
-            raise TypeError("token must be a CancellationToken or None; pass source.token")
-        raise TypeError(f"token must be a CancellationToken or None, got {type(token).__name__!r}")
+    check_token(token, "token")
 
 
 def _check_wait(timeout: object, token: object) -> None:
     """The argument checks of every timed, token-aware wait."""
     if timeout is not None:
-        _check_timeout(timeout)
+        check_timeout(timeout)
     if token is not None and token.__class__ is not CancellationToken:
-        _check_token(token)
+        check_token(token, "token")
 
 
 def _enter_wait(timeout: object, token: object, blocking: bool = True) -> None:
@@ -160,7 +143,7 @@ def _enter_wait(timeout: object, token: object, blocking: bool = True) -> None:
         and token._cancelled  # type: ignore[attr-defined]
         and (timeout is None or timeout > 0)  # type: ignore[operator]
     ):
-        token._raise_cancelled()  # type: ignore[attr-defined]
+        raise_cancelled(token)  # type: ignore[arg-type]
 
 
 # -- locks -------------------------------------------------------------------------
@@ -179,15 +162,16 @@ _NON_BLOCKING_TIMEOUT: Final = _c_lock_error(False, 1)
 _NEGATIVE_TIMEOUT: Final = _c_lock_error(True, -5)
 
 
-def _check_lock_args(blocking: bool, timeout: float) -> None:
-    # The checks of the C lock's acquire(), in its order and with its texts.
+def _check_lock_args(blocking: bool, timeout: float, capped: bool) -> None:
+    # The checks of the C lock's acquire(), in its order and with its texts;
+    # with a token (``capped``) any large timeout is allowed.
     if not blocking:
         raise ValueError(_NON_BLOCKING_TIMEOUT)
     if timeout != timeout:  # noqa: PLR0124 (NaN is the one value unequal to itself)
         raise ValueError("Invalid value NaN (not a number)")
     if timeout < 0:
         raise ValueError(_NEGATIVE_TIMEOUT)
-    if timeout > TIMEOUT_MAX:
+    if timeout > TIMEOUT_MAX and not capped:
         raise OverflowError("timeout value is too large")
 
 
@@ -232,59 +216,82 @@ class _WaitableLock:
                 was acquired; the lock is not held (or, for an `RLock`, not
                 one more time).
             ValueError: A timeout with ``blocking=False``, or a negative one.
-            OverflowError: ``timeout`` exceeds `threading.TIMEOUT_MAX`.
+            OverflowError: ``timeout`` exceeds `threading.TIMEOUT_MAX` and no
+                ``token`` was given (as `threading.Lock`); with a token any
+                timeout is allowed and waits at most `threading.TIMEOUT_MAX`.
         """
         if timeout != -1:
-            _check_timeout(timeout)
-            _check_lock_args(blocking, timeout)
+            check_timeout(timeout)
+            _check_lock_args(blocking, timeout, token is not None)
             if timeout == 0:
                 blocking = False
+            elif timeout > TIMEOUT_MAX:
+                timeout = TIMEOUT_MAX
         if token is not None:
             if token.__class__ is not CancellationToken:
-                _check_token(token)
+                check_token(token, "token")
             if blocking and token._cancelled:
-                token._raise_cancelled()
+                raise_cancelled(token)
         if self._block.acquire(False):
             return True
         if not blocking:
             return False
         return self._wait_free(timeout, token)
 
-    __enter__ = acquire
+    def __enter__(self) -> bool:
+        # As short as it can be: a Ctrl-C can still land between the C
+        # acquire's return and this frame's, leaving the lock held (README,
+        # known limitations); the contended path is Python either way.
+        return self._block.acquire(False) or self._wait_free(-1, None)
 
     def _wait_free(self, timeout: float, token: CancellationToken | None) -> bool:
         """Block until the C lock is ours, the timeout passes or the token is cancelled."""
-        if token is None:
-            token = current_token()
+        token = resolve(token)
         if token._lock is None:
             return self._block.acquire(True, timeout)
         if token._cancelled:
-            token._raise_cancelled()
+            raise_cancelled(token)
         deadline = None if timeout < 0 else time.monotonic() + timeout
         while True:
             waiter = _Waiter()
-            with self._mutex:
-                self._waiters.append(waiter)
-            # A release made before we enrolled did not see us: look again.
-            if self._block.acquire(False):
+            got = woke = False
+            # Everything that changes state is inside the try, so a Ctrl-C
+            # anywhere leaves no dead waiter queued, gives back a lock this
+            # call took, and passes on a wake it received, so no live waiter
+            # sleeps on a free lock.
+            try:
+                with self._mutex:
+                    self._waiters.append(waiter)
+                # A release made before we enrolled did not see us: look again.
+                got = self._block.acquire(False)
+                if not got:
+                    woke = waiter.block(timeout, token)
                 self._forget(waiter)
-                return True
-            woke = waiter.block(timeout, token)
-            self._forget(waiter)
-            if waiter.handed(woke):
-                if self._block.acquire(False):
+                if not got and waiter.handed(woke):
+                    got = self._block.acquire(False)
+                    # Else someone else took it first; their release wakes us again.
+                if got:
                     return True
-                # Someone else took it first; their release wakes us again.
-                if token._cancelled:
-                    token._raise_cancelled()
-            elif waiter.cancelled:
-                token._raise_cancelled()
-            elif not woke:
-                return False
+                if token._cancelled and (waiter.handed(woke) or waiter.cancelled):
+                    raise_cancelled(token)
+                if not woke:
+                    return False
+            except BaseException:
+                self._forget(waiter)
+                if got:
+                    self._release_after_error()
+                elif waiter.handed(woke) and self._waiters:
+                    self._wake_one()
+                raise
             if deadline is not None:
                 timeout = deadline - time.monotonic()
                 if timeout <= 0:
                     return self._block.acquire(False)
+
+    def _release_after_error(self) -> None:
+        self._block.release()
+        if self._waiters:
+            self._wake_one()
 
     def _forget(self, waiter: _Waiter) -> None:
         # Under the mutex no release is in flight, so handed() is final after it.
@@ -325,12 +332,8 @@ class Lock(_WaitableLock):
         if self._waiters:
             self._wake_one()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
+        # Kept to two statements: see __enter__ about the window that remains.
         self._block.release()
         if self._waiters:
             self._wake_one()
@@ -386,20 +389,23 @@ class RLock(_WaitableLock):
         if self._waiters and not block._is_owned():
             self._wake_one()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
+    def __exit__(self, *exc_info: object) -> None:
+        self._block.release()
+        if self._waiters and not self._block._is_owned():
+            self._wake_one()
 
     def locked(self) -> bool:
-        """Whether the lock is held by some thread."""
-        if self._block.acquire(False):
+        """Whether the lock is held by any thread, this one included (as 3.14's `RLock.locked`)."""
+        block = self._block
+        if block._is_owned():
+            return True
+        if block.acquire(False):
             self.release()  # wakes a waiter that failed to get it meanwhile
             return False
         return True
+
+    def _release_after_error(self) -> None:
+        self.release()
 
     def _is_owned(self) -> bool:
         return bool(self._block._is_owned())
@@ -478,31 +484,42 @@ class Condition(threading.Condition):
         """
         if timeout is not None or token is not None:
             _check_wait(timeout, token)
-        if token is None:
-            token = current_token()
+        token = resolve(token)
         if token._lock is None or (timeout is not None and timeout <= 0):
             return super().wait(timeout)
         if not self._is_owned():
             raise RuntimeError("cannot wait on un-acquired lock")
         if token._cancelled:
-            token._raise_cancelled()
+            raise_cancelled(token)
         waiter = _Waiter()
-        self._waiters.append(waiter.lock)
-        saved = self._release_save()
-        woke = False
+        woke = released = handed = False
+        # All of it inside the try, each change of the lock in one statement
+        # with its flag, so a Ctrl-C anywhere unenrols the waiter, holds the
+        # lock again, and passes on a notify this waiter received.
         try:
+            self._waiters.append(waiter.lock)
+            saved, released = self._release_save(), True
             woke = waiter.block(_timeout_arg(timeout), token)
-        finally:
-            self._acquire_restore(saved)
+            released, _ = False, self._acquire_restore(saved)  # type: ignore[func-returns-value]
             # Holding the lock again, no notify is in flight: the count is final.
             handed = waiter.handed(woke)
             with suppress(ValueError):
                 self._waiters.remove(waiter.lock)
-        if handed:
-            return True
-        if waiter.cancelled:
-            token._raise_cancelled()
-        return False
+            if handed:
+                return True
+            if waiter.cancelled:
+                raise_cancelled(token)
+            return False
+        except BaseException:
+            if released:
+                self._acquire_restore(saved)
+            handed = handed or waiter.handed(woke)
+            with suppress(ValueError):
+                self._waiters.remove(waiter.lock)
+            if handed:
+                # The notify meant for this waiter goes to another one.
+                self.notify(1)
+            raise
 
     def wait_for(
         self,
@@ -688,7 +705,7 @@ class Barrier(threading.Barrier):
         if action is not None and not callable(action):
             raise TypeError(f"action must be callable or None, got {type(action).__name__!r}")
         if timeout is not None:
-            _check_timeout(timeout)
+            check_timeout(timeout)
         super().__init__(parties, action, timeout)
         self._cond = Condition(allocate_lock())
 
@@ -732,9 +749,11 @@ class Barrier(threading.Barrier):
     def _wait_filled(self, timeout: float | None, token: CancellationToken | None) -> None:
         try:
             passed = self._cond.wait_for(lambda: self._state != 0, timeout, token=token)
-        except OperationCancelledError:
+        except BaseException:
+            # A cancel or a Ctrl-C: break the barrier, as the stdlib does for
+            # any exception, unless it was passed before this thread noticed.
             if self._state == 1:
-                return  # passed before this thread saw the cancel
+                return
             if self._state == 0:
                 self._break()
             raise
@@ -763,18 +782,17 @@ def sleep(seconds: float, *, token: CancellationToken | None = None) -> None:
     """
     limit = check_seconds(seconds, "seconds")
     if token is not None and token.__class__ is not CancellationToken:
-        _check_token(token)
+        check_token(token, "token")
     if limit == 0:
         time.sleep(0)
         return
-    if token is None:
-        token = current_token()
+    token = resolve(token)
     if token._cancelled:
-        token._raise_cancelled()
+        raise_cancelled(token)
     if token._lock is not None or limit is None:
         # Only the cancel releases the waiter: a wake means cancelled.
-        if _Waiter().block(-1 if limit is None else min(limit, TIMEOUT_MAX), token):
-            token._raise_cancelled()
+        if _Waiter().block(_timeout_arg(limit), token):
+            raise_cancelled(token)
         return
     time.sleep(limit)
 
@@ -820,13 +838,12 @@ def join(
     thread.join(0)  # the stdlib's checks; returns at once
     if not thread.is_alive() or (timeout is not None and timeout <= 0):
         return
-    if token is None:
-        token = current_token()
+    token = resolve(token)
     if token._lock is None:
         thread.join(timeout)
         return
     if token._cancelled:
-        token._raise_cancelled()
+        raise_cancelled(token)
     with _join_lock:
         ended = _join_watches.get(thread)
         start = ended is None

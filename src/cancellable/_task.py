@@ -77,7 +77,6 @@ from ._primitives import _check_timeout
 from ._stats import ExecutorStatistics, Laggard
 from ._token import (
     CancellationToken,
-    CancellationTokenRegistration,
     CancellationTokenSource,
     _link,
     _new_token,
@@ -780,10 +779,7 @@ def start(future: CancellableFuture[Any]) -> bool:
         _drop_call(future)
         end(future, _CXL, None, None, cause)
         return False
-    reg = future._treg
-    if reg is not None:
-        future._treg = None
-        reg.unregister()
+    _unregister_task_token(future)
     return True
 
 
@@ -834,10 +830,10 @@ def execute(future: CancellableFuture[Any], run: Callable[..., Any], record: Wor
         record.cancelled += 1
         end(future, _CXL, None, None, group.cancel_seen(future))
         return
-    reg = future._treg
-    if reg is not None:
+    hook = future._treg
+    if hook is not None:
         future._treg = None
-        reg.unregister()
+        hook.unwatch()
     # The call stays on the future while it runs (a laggard report names it).
     record.current = future
     try:
@@ -1026,10 +1022,36 @@ def _publish(
 
 
 def _unregister_task_token(future: CancellableFuture[Any]) -> None:
-    reg = future._treg
-    if reg is not None:
+    hook = future._treg
+    if hook is not None:
         future._treg = None
-        reg.unregister()
+        hook.unwatch()
+
+
+class _PendingHook:
+    """A pending task's watcher on its own token: its cancel ends the task.
+
+    A watcher (`CancellationToken._watch`), not a registration, so it runs
+    before any callback a user registered on the task's token: those find
+    the task ended and its slot free.
+    """
+
+    __slots__ = ("_args", "_fn", "_token")
+
+    def __init__(self, future: CancellableFuture[Any]) -> None:
+        self._fn: Callable[..., object] | None = _own_token_cancelled
+        self._args: tuple[object, ...] = (future,)
+        self._token: CancellationToken | None = None
+
+    def unwatch(self) -> None:
+        token = self._token
+        if token is not None:
+            token._unwatch(self)
+        self._args = ()
+
+
+def _own_token_cancelled(future: CancellableFuture[Any]) -> None:
+    cancel_pending(future, future._tok)
 
 
 def _run_callbacks(future: CancellableFuture[Any]) -> None:
@@ -1094,7 +1116,8 @@ class CancellableFuture(Future[_R]):
     _sync: _Sync | _Final | None = None
     _group: Group | None = None
     _tok: CancellationToken | None = None
-    _treg: CancellationTokenRegistration | None = None
+    # The task token's hook while the task is pending.
+    _treg: _PendingHook | None = None
     _cause: CancellationToken | None = None
     _fn: Callable[..., Any] | None = None
     _args: tuple[Any, ...] = ()
@@ -1438,15 +1461,18 @@ class CancellableFuture(Future[_R]):
                 return won
             self._tok = token
         if group is not None and self._st == PENDING:
-            reg = token.register(self._token_cancelled)
-            self._treg = reg
-            if self._st != PENDING and self._treg is reg:
+            hook = _PendingHook(self)
+            self._treg = hook
+            if not token._watch(hook):
+                # Born cancelled (a parent already was): the task ends now.
                 self._treg = None
-                reg.unregister()
+                cancel_pending(self, token)
+            elif self._st != PENDING:
+                # Started (or ended) meanwhile: a worker may have missed the
+                # hook still being added. Removing it twice is harmless.
+                self._treg = None
+                hook.unwatch()
         return token
-
-    def _token_cancelled(self) -> None:
-        cancel_pending(self, self._tok)
 
     def request_cancel(self, reason: object = None) -> None:
         """Cancel this task's token with ``reason``.

@@ -52,6 +52,10 @@ def set_clock(clock: Callable[[], float]) -> Callable[[], float]:
 # never compared, and a None callback marks a disarmed or fired entry.
 Entry = list[object]
 
+# How long the timer thread waits before serving again after an error in its
+# own loop (not in a callback: those are logged and cost no pause).
+_PAUSE_AFTER_ERROR = 1.0
+
 # Rebuild the heap once this many disarmed entries make up over half of it.
 _COMPACT_AT = 64
 
@@ -139,6 +143,18 @@ class _Timer:
         thread.start()
 
     def _run(self) -> None:
+        # The one thread every deadline relies on: nothing may end it. An
+        # error in the loop itself (a replaced clock that raises, say) is
+        # logged, and the loop goes on after a pause so it cannot spin.
+        while True:
+            try:
+                self._serve()
+            except BaseException:
+                _log.exception("error in the deadline timer; it keeps running")
+                with self._cond:
+                    self._cond.wait(_PAUSE_AFTER_ERROR)
+
+    def _serve(self) -> None:
         cond = self._cond
         while True:
             with cond:
@@ -150,7 +166,10 @@ class _Timer:
                     # _pop_due left either an empty heap or a live entry not yet due.
                     heap = self._heap
                     if heap:
-                        cond.wait(max(heap[0][0] - _clock(), 0.0))  # type: ignore[operator]
+                        # Any due time is allowed (1e10 s, 1e300 s): wait at
+                        # most what the C lock accepts, then look again.
+                        delay = heap[0][0] - _clock()  # type: ignore[operator]
+                        cond.wait(min(max(delay, 0.0), threading.TIMEOUT_MAX))
                     else:
                         cond.wait()
                     callback = None if _manual else self._pop_due()

@@ -16,7 +16,15 @@ with one atomic ``dict.pop``, taking no lock, since the garbage collector may
 run it while any lock is held.
 
 Locks are only ever taken upward (a child's, then a parent's), and callbacks
-run outside every lock.
+run outside every lock. Nothing recurses along links: cancelling, and making
+parents hold a child strongly or weakly, walk explicit work lists, so a chain
+of any depth takes no stack. Those walks are written to be resumed after a
+`KeyboardInterrupt` lands in them (see "finishing what an interrupt broke
+off" below).
+
+The rest of the package uses the small internal API at the end of this
+module (`resolve`, `raise_cancelled`, `is_none`, `ambient_is_none`,
+`ambient_or_none`) rather than the token's fields.
 """
 
 from __future__ import annotations
@@ -26,16 +34,16 @@ import sys
 import time
 import weakref
 from _thread import LockType, allocate_lock
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from operator import attrgetter
-from threading import get_ident
+from threading import TIMEOUT_MAX, get_ident
 from types import TracebackType
-from typing import Final, NoReturn, Protocol, Self, TypeVarTuple, Unpack, cast, final
+from typing import Final, NamedTuple, NoReturn, Protocol, Self, TypeVarTuple, Unpack, cast, final
 
 from . import _timer
-from ._checks import check_callable, check_seconds
+from ._checks import check_callable, check_seconds, check_token
 from ._errors import OperationCancelledError
 
 __all__ = [
@@ -52,10 +60,30 @@ _log = logging.getLogger("cancellable")
 _new = object.__new__
 
 
-def _log_callback_errors(errors: list[BaseException]) -> None:
+def _log_callback_errors(errors: Sequence[BaseException]) -> None:
     """Log errors from callbacks of a cancel that has no caller to raise them to."""
     for error in errors:
         _log.error("error in a cancellation callback", exc_info=error)
+
+
+def _split_errors(
+    errors: list[BaseException],
+) -> tuple[list[Exception], BaseException | None]:
+    """Separate the ordinary errors from the first one that must propagate as itself.
+
+    A `KeyboardInterrupt`, `SystemExit` or any other `BaseException` that is
+    not an `Exception` is never wrapped in a group nor logged away.
+    """
+    ordinary: list[Exception] = []
+    fatal: BaseException | None = None
+    for error in errors:
+        if isinstance(error, Exception):
+            ordinary.append(error)
+        elif fatal is None:
+            fatal = error
+        else:
+            _log.error("another interrupt during a cancel", exc_info=error)
+    return ordinary, fatal
 
 
 @final
@@ -141,8 +169,250 @@ class _Watcher(Protocol):
     _fn: Callable[..., object] | None
     _args: tuple[object, ...]
 
+    def __hash__(self) -> int: ...
+
 
 _Registration = CancellationTokenRegistration | _Link
+
+
+# -- finishing what an interrupt broke off ----------------------------------------
+#
+# A `KeyboardInterrupt` can land between any two lines of Python code on the
+# main thread. The operations below that change more than one object (cancel,
+# close, link, and register/unregister on a linked token) are therefore
+# written as *steps* that can be run again after an interruption and finish
+# the job without repeating what was done: every state change is one
+# statement (so no line boundary falls inside it) and the work still to do is
+# kept in lists that outlive the interrupted call. `_complete` runs a step
+# until it returns, collecting what was raised meanwhile; its caller re-raises
+# it once the job is done. What remains is documented in the README: a second
+# interrupt landing inside `_complete`'s own handler, and a signal landing
+# just after a C call returns inside the one statement that uses its result.
+
+
+def _complete(errors: list[BaseException], step: Callable[..., object], *args: object) -> None:
+    """Run ``step(*args)`` again after every exception until it returns; collect them."""
+    while True:
+        try:
+            step(*args)
+        except BaseException as error:
+            errors.append(error)
+            continue
+        return
+
+
+def _until_done(step: Callable[..., object], *args: object) -> None:
+    """Run a resumable step to its end, then re-raise the first exception that landed in it."""
+    first: BaseException | None = None
+    while True:
+        try:
+            step(*args)
+        except BaseException as error:
+            if first is None:
+                first = error
+            continue
+        break
+    if first is not None:
+        raise first
+
+
+def _holds_wrongly(token: CancellationToken) -> bool:
+    """Whether a parent holds ``token`` otherwise than its count says (its lock held)."""
+    links = token._links
+    if not links or token._cancelled or token._closed:
+        return False
+    want = token._nstrong > 0
+    return any((link.strong is not None) is not want for link in links)
+
+
+def _fix_holds(token: CancellationToken) -> list[CancellationToken]:
+    """Make ``token``'s parents hold it as its count says (its lock held).
+
+    Returns the parents whose own parents must now change how they hold them.
+    Idempotent: run again, it changes nothing and returns the same parents.
+    A cancelled or closed token is being detached: nothing to hold then.
+    """
+    links = token._links
+    if not links or token._cancelled or token._closed:
+        return []
+    want = token._nstrong > 0
+    held = token if want else None
+    delta = 1 if want else -1
+    stale = []
+    for link in links:
+        parent = link.parent
+        with parent._lock:  # type: ignore[union-attr]
+            if (link.strong is not None) is not want:
+                link.strong, parent._nstrong = held, parent._nstrong + delta
+            if _holds_wrongly(parent):
+                stale.append(parent)
+    return stale
+
+
+def _sync_holds(stack: list[CancellationToken], held: CancellationToken | None) -> None:
+    """Fix the holds of every token on ``stack`` and of their ancestors, with no recursion.
+
+    ``held`` is a token whose lock the caller holds. Resumable: the stack keeps
+    what is left to do.
+    """
+    while stack:
+        token = stack[-1]
+        if token is held:
+            stack[-1:] = _fix_holds(token)
+        else:
+            with token._lock:  # type: ignore[union-attr]
+                stack[-1:] = _fix_holds(token)
+
+
+def _detach_link(link: _Link) -> CancellationToken | None:
+    """Remove a link from its parent; return the parent if its own holds must change."""
+    parent = link.parent
+    with parent._lock:  # type: ignore[union-attr]
+        regs = parent._regs
+        if regs is not None:
+            regs.pop(link, None)
+            if not regs:
+                parent._regs = None
+        if link.strong is not None:
+            link.strong, parent._nstrong = None, parent._nstrong - 1
+        if _holds_wrongly(parent):
+            return parent
+    return None
+
+
+def _add_linked(
+    token: CancellationToken, reg: CancellationTokenRegistration, stack: list[CancellationToken]
+) -> None:
+    # A resumable register on a linked token, its lock held.
+    regs = token._regs
+    if regs is None:
+        regs = token._regs = {}
+    regs[reg] = None
+    if reg._token is not token:
+        reg._token, token._nstrong = token, token._nstrong + 1
+    _sync_holds(stack, token)
+
+
+def _remove_linked(
+    token: CancellationToken, reg: CancellationTokenRegistration, stack: list[CancellationToken]
+) -> None:
+    # A resumable unregister on a linked token, its lock held.
+    if reg._token is token:
+        reg._token, token._nstrong = None, token._nstrong - 1
+    regs = token._regs
+    if regs is not None:
+        regs.pop(reg, None)
+        if not regs:
+            token._regs = None
+    _sync_holds(stack, token)
+
+
+@final
+class _CancelRun:
+    """The work of one cancel: the tokens it still has to reach, the callback it took."""
+
+    __slots__ = ("errors", "reason", "thread", "todo", "work")
+
+    def __init__(self, root: CancellationToken, reason: object) -> None:
+        self.reason = reason
+        self.thread = get_ident()
+        # A stack of tokens to cancel, links whose child to cancel, and
+        # 1-tuples naming tokens whose parents must re-check their holds.
+        self.work: list[CancellationToken | _Link | tuple[CancellationToken]] = [root]
+        # The registration taken from a token and not yet started (at most one).
+        self.todo: list[_Registration] = []
+        self.errors: list[BaseException] = []
+
+
+def _cancel_steps(run: _CancelRun) -> None:
+    """Cancel every token on the work list, depth first; resumable after any exception.
+
+    A callback's own exception comes out of here too; the caller records it and
+    calls again, which goes on with the next callback.
+    """
+    work = run.work
+    todo = run.todo
+    while True:
+        if todo:
+            item = todo[-1]
+            if item.__class__ is _Link:
+                work.append(todo.pop())  # type: ignore[arg-type]
+            else:
+                # Taking it from the list and starting it is one statement:
+                # nothing lands in between, so it runs exactly once.
+                todo.pop()._fn(*item._args)  # type: ignore[union-attr,misc]
+            continue
+        if not work:
+            return
+        top = work[-1]
+        if top.__class__ is _Link:
+            child = top.strong or top()
+            if child is None:
+                work.pop()
+            else:
+                work[-1] = child
+            continue
+        if top.__class__ is tuple:
+            parent = top[0]
+            with parent._lock:  # type: ignore[union-attr]
+                work[-1:] = [(stale,) for stale in _fix_holds(parent)]
+            continue
+        token: CancellationToken = top  # type: ignore[assignment]
+        lock = token._lock
+        if token._canceller is not run:
+            with lock:  # type: ignore[union-attr]
+                if token._cancelled:  # cancelled by another call (or this one, finished)
+                    work.pop()
+                    continue
+                token._cancelled_at = time.monotonic()
+                token._reason, token._cancelled, token._canceller = run.reason, True, run
+        deadline = token._deadline
+        if deadline is not None:
+            _timer.TIMER.disarm(deadline)
+            token._deadline = None
+        links = token._links
+        if links is not None:
+            for link in links:
+                stale = _detach_link(link)
+                if stale is not None:
+                    work.append((stale,))
+            token._links = None
+            continue
+        # The callbacks of this token, latest first, until one is a link
+        # (whose child goes on the work list first) or none is left.
+        while True:
+            with lock:  # type: ignore[union-attr]
+                previous = token._running
+                if previous is not None and previous.__class__ is not _Link:
+                    # It ran: only now, so that unregister() meanwhile waited for it.
+                    previous._token, previous._fn, previous._args = None, None, ()  # type: ignore[union-attr]
+                waiters = token._unreg_waiters
+                while waiters:
+                    waiters.pop().release()
+                watchers = token._watchers
+                if watchers:
+                    # The library's hooks first: user callbacks of this token
+                    # then see its bookkeeping done (a freed slot, an ended task).
+                    todo.append(watchers.popitem()[0])  # type: ignore[arg-type]
+                    token._running = todo[-1]
+                else:
+                    token._watchers = None
+                    regs = token._regs
+                    if not regs:
+                        token._unreg_waiters = None
+                        token._regs, token._running, token._canceller = None, None, None
+                        break
+                    todo.append(regs.popitem()[0])
+                    token._running = todo[-1]
+            item = todo[-1]
+            if item.__class__ is _Link:
+                work.append(todo.pop())  # type: ignore[arg-type]
+                break
+            # Taking it from the list and starting it is one statement:
+            # nothing lands in between, so it runs exactly once.
+            todo.pop()._fn(*item._args)  # type: ignore[union-attr,misc]
+        if token._canceller is None:
+            work.pop()
 
 
 @final
@@ -159,6 +429,7 @@ class CancellationToken:
         "__weakref__",
         "_cancelled",
         "_cancelled_at",
+        "_canceller",
         "_closed",
         "_deadline",
         "_links",
@@ -167,8 +438,8 @@ class CancellationToken:
         "_reason",
         "_regs",
         "_running",
-        "_running_thread",
         "_unreg_waiters",
+        "_watchers",
     )
     __module__ = "cancellable"
 
@@ -180,13 +451,19 @@ class CancellationToken:
     _reason: object
     _lock: LockType | None
     _regs: dict[_Registration, None] | None
+    # While the token has parents (``_links``): its registrations plus its
+    # strongly held children, the reasons for the parents to hold it strongly.
+    # Not kept up once it has none (a root, or after close or cancel).
     _nstrong: int
     _links: tuple[_Link, ...] | None
     _deadline: _timer.Entry | None
     _closed: bool
     _running: _Registration | None
-    _running_thread: int
+    _canceller: _CancelRun | None
     _unreg_waiters: list[LockType] | None
+    # The library's own hooks (`_watch`): run before every registration, so
+    # its bookkeeping is final before user callbacks of this token run.
+    _watchers: dict[_Watcher, None] | None
 
     def __init__(self) -> None:
         raise TypeError(
@@ -257,44 +534,81 @@ class CancellationToken:
         if not callable(callback):
             check_callable(callback, "callback")
         reg: CancellationTokenRegistration = _new(CancellationTokenRegistration)
+        reg._token = None
         reg._fn = callback
         reg._args = args
         lock = self._lock
         if lock is None:
-            reg._token = None
             return reg
         with lock:
             if not self._cancelled:
-                reg._token = self
                 regs = self._regs
                 if regs is None:
                     regs = self._regs = {}
-                regs[reg] = None
-                self._nstrong += 1
-                if self._nstrong == 1 and self._links:
-                    self._hold_links(True)
+                if self._links is None:
+                    # One dict store commits it; the field only names the token.
+                    regs[reg] = None
+                    reg._token = self
+                    return reg
+                _until_done(_add_linked, self, reg, [self])
                 return reg
-        reg._token = None
         callback(*args)
         reg._fn = None
         reg._args = ()
         return reg
+
+    def _watch(self, watcher: _Watcher) -> bool:
+        """Add one of the library's own hooks: ``watcher._fn(*watcher._args)`` runs on cancel.
+
+        For an owner that itself keeps this token alive (a pool's group of
+        tasks, a pending task): no registration object, the parents are not
+        made to hold the token strongly, and watchers run before every
+        registration of the token, so user callbacks find the library's
+        bookkeeping done. Returns False, adding nothing, if the token is
+        already cancelled or is `CancellationToken.NONE`. Remove it with
+        `_unwatch`.
+        """
+        lock = self._lock
+        if lock is None:
+            return False
+        with lock:
+            if self._cancelled:
+                return False
+            watchers = self._watchers
+            if watchers is None:
+                watchers = self._watchers = {}
+            watchers[watcher] = None
+            watcher._token = self
+            return True
+
+    def _unwatch(self, watcher: _Watcher) -> None:
+        """Remove a watcher added by `_watch`, unless its cancel already took it.
+
+        Never waits for the watcher to finish running.
+        """
+        with self._lock:  # type: ignore[union-attr]
+            watchers = self._watchers
+            if watchers is not None and watchers.pop(watcher, False) is None:
+                watcher._token = None
+                if not watchers:
+                    self._watchers = None
 
     def _unregister(self, reg: CancellationTokenRegistration) -> bool:
         waiter = None
         with self._lock:  # type: ignore[union-attr]
             regs = self._regs
             if regs is not None and reg in regs:
-                del regs[reg]
-                reg._token = None
-                if not regs:
-                    # A dict never shrinks by deletion: drop the emptied one.
-                    self._regs = None
-                self._nstrong -= 1
-                if self._nstrong == 0 and self._links:
-                    self._hold_links(False)
+                if self._links is None:
+                    del regs[reg]
+                    reg._token = None
+                    if not regs:
+                        # A dict never shrinks by deletion: drop the emptied one.
+                        self._regs = None
+                else:
+                    _until_done(_remove_linked, self, reg, [self])
                 return True
-            if self._running is reg and self._running_thread != get_ident():
+            run = self._canceller
+            if self._running is reg and run is not None and run.thread != get_ident():
                 waiter = allocate_lock()
                 waiter.acquire()
                 if self._unreg_waiters is None:
@@ -305,75 +619,6 @@ class CancellationToken:
             waiter.acquire()  # released once the running callback returns
         return False
 
-    def _watch(self, watcher: _Watcher) -> bool:
-        """Register ``watcher`` (its ``_fn(*_args)`` runs on cancel) for an owner
-        that itself keeps this token alive.
-
-        The library's lighter form of `register`: no registration object, and
-        the parents are not made to hold this token strongly (the owner does).
-        Returns False, adding nothing, if the token is already cancelled (or
-        is `CancellationToken.NONE`). Remove it with `_unwatch`.
-        """
-        lock = self._lock
-        if lock is None:
-            return False
-        with lock:
-            if self._cancelled:
-                return False
-            regs = self._regs
-            if regs is None:
-                regs = self._regs = {}
-            regs[watcher] = None  # type: ignore[index]
-            watcher._token = self
-            return True
-
-    def _unwatch(self, watcher: _Watcher) -> None:
-        """Remove a watcher added by `_watch`, unless its cancel already took it.
-
-        Never waits for the watcher to finish running.
-        """
-        with self._lock:  # type: ignore[union-attr]
-            regs = self._regs
-            if regs is not None and regs.pop(watcher, False) is None:  # type: ignore[call-overload]
-                watcher._token = None
-                if not regs:
-                    self._regs = None
-
-    def _hold_links(self, strong: bool) -> None:
-        # Called with self._lock held when the count of reasons to keep this
-        # token alive crosses zero: make the parents hold it strongly, or not.
-        for link in self._links:  # type: ignore[union-attr]
-            parent = link.parent
-            with parent._lock:  # type: ignore[union-attr]
-                if strong:
-                    if link.strong is None:
-                        link.strong = self
-                        parent._nstrong += 1
-                        if parent._nstrong == 1 and parent._links:
-                            parent._hold_links(True)
-                elif link.strong is not None:
-                    link.strong = None
-                    parent._nstrong -= 1
-                    if parent._nstrong == 0 and parent._links:
-                        parent._hold_links(False)
-
-    @staticmethod
-    def _detach(links: tuple[_Link, ...]) -> None:
-        # Remove this token's links from its parents (on close or cancel).
-        for link in links:
-            parent = link.parent
-            with parent._lock:  # type: ignore[union-attr]
-                regs = parent._regs
-                if regs is not None:
-                    regs.pop(link, None)
-                    if not regs:
-                        parent._regs = None
-                if link.strong is not None:
-                    link.strong = None
-                    parent._nstrong -= 1
-                    if parent._nstrong == 0 and parent._links:
-                        parent._hold_links(False)
-
     # -- waiting ---------------------------------------------------------
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -381,8 +626,9 @@ class CancellationToken:
 
         Args:
             timeout: Seconds to wait at most; ``None`` (or infinity) waits
-                without limit. On `CancellationToken.NONE` with no timeout this
-                blocks forever.
+                without limit, and so does any value beyond
+                `threading.TIMEOUT_MAX` in practice. On
+                `CancellationToken.NONE` with no timeout this blocks forever.
 
         Returns:
             True if the token is cancelled, False if the timeout passed first.
@@ -399,7 +645,7 @@ class CancellationToken:
         reg = self.register(waiter.release)
         woke = False
         try:
-            woke = waiter.acquire(True, -1 if seconds is None else seconds)
+            woke = waiter.acquire(True, -1 if seconds is None else min(seconds, TIMEOUT_MAX))
         finally:
             if not woke:
                 reg.unregister()
@@ -410,73 +656,29 @@ class CancellationToken:
     def _cancel(self, reason: object) -> list[BaseException] | None:
         """Cancel the token, run its callbacks and cancel its linked children.
 
-        Returns the errors the callbacks raised (children's included), or None.
-        A concurrent or repeated call returns None at once.
+        Returns what the callbacks raised (children's included) and any
+        `BaseException` that landed meanwhile, or None; every callback ran.
+        A concurrent or repeated call returns None at once. Iterative: a chain
+        of linked children of any depth takes no stack.
         """
-        lock = self._lock
-        if lock is None:
+        if self._lock is None or self._cancelled:
             return None
-        with lock:
-            if self._cancelled:
-                return None
-            self._reason = reason
-            self._cancelled_at = time.monotonic()
-            self._cancelled = True
-            links, self._links = self._links, None
-            deadline, self._deadline = self._deadline, None
-            self._running_thread = get_ident()
-        if deadline is not None:
-            _timer.TIMER.disarm(deadline)
-        if links:
-            self._detach(links)
-        errors: list[BaseException] | None = None
-        waiters: list[LockType] | None = None
-        while True:
-            with lock:
-                if self._unreg_waiters is not None:
-                    waiters, self._unreg_waiters = self._unreg_waiters, None
-                regs = self._regs
-                if not regs:
-                    self._regs = None
-                    self._running = None
-                    reg = None
-                else:
-                    reg = regs.popitem()[0]
-                    self._running = reg
-            if waiters is not None:
-                for waiter in waiters:
-                    waiter.release()
-                waiters = None
-            if reg is None:
-                return errors
-            if reg.__class__ is _Link:
-                child = reg.strong or reg()
-                if child is not None:
-                    child_errors = child._cancel(reason)
-                    if child_errors:
-                        if errors is None:
-                            errors = child_errors
-                        else:
-                            errors.extend(child_errors)
-                continue
-            try:
-                reg._fn(*reg._args)  # type: ignore[union-attr,misc]
-            except BaseException as error:
-                if errors is None:
-                    errors = [error]
-                else:
-                    errors.append(error)
-            # Only now, so that unregister() from another thread meanwhile
-            # parks until the callback has finished.
-            reg._token = None  # type: ignore[union-attr]
-            reg._fn = None  # type: ignore[union-attr]
-            reg._args = ()  # type: ignore[union-attr]
+        run = _CancelRun(self, reason)
+        _complete(run.errors, _cancel_steps, run)
+        return run.errors or None
 
     def _cancel_and_log(self, reason: object) -> None:
-        """Cancel for the library itself: callback errors go to the logger."""
+        """Cancel for the library itself: callback errors go to the logger.
+
+        A `KeyboardInterrupt`, `SystemExit` or other non-`Exception` raised
+        meanwhile is re-raised as itself once every callback ran.
+        """
         errors = self._cancel(reason)
         if errors:
-            _log_callback_errors(errors)
+            ordinary, fatal = _split_errors(errors)
+            _log_callback_errors(ordinary)
+            if fatal is not None:
+                raise fatal
 
     def _deadline_passed(self) -> None:
         self._cancel_and_log(TimeoutError("the deadline passed"))
@@ -508,7 +710,6 @@ class CancellationToken:
 def _new_token() -> CancellationToken:
     token: CancellationToken = _new(CancellationToken)
     token._cancelled = False
-    token._cancelled_at = 0.0
     token._reason = None
     token._lock = allocate_lock()
     token._regs = None
@@ -517,8 +718,10 @@ def _new_token() -> CancellationToken:
     token._deadline = None
     token._closed = False
     token._running = None
-    token._running_thread = 0
+    token._canceller = None
     token._unreg_waiters = None
+    token._watchers = None
+    token._cancelled_at = 0.0
     return token
 
 
@@ -546,6 +749,26 @@ def _check_parent(parent: object) -> CancellationToken:
     raise TypeError(f"parents must be CancellationToken objects, got {type(parent).__name__!r}")
 
 
+def _attach(child: CancellationToken, links: list[_Link]) -> None:
+    # Resumable: put the child's links into its parents, or cancel the child
+    # if one of them was cancelled meanwhile.
+    for link in links:
+        parent = link.parent
+        with parent._lock:  # type: ignore[union-attr]
+            if not parent._cancelled:
+                # A child cancelled meanwhile (through an earlier parent) has
+                # already detached; adding its link now would leave it behind.
+                if not child._cancelled:
+                    regs = parent._regs
+                    if regs is None:
+                        regs = parent._regs = {}
+                    regs[link] = None
+                continue
+            reason = parent._reason
+        child._cancel_and_log(reason)
+        return
+
+
 def _link(child: CancellationToken, parents: tuple[object, ...]) -> None:
     """Link a new token to its parents, or cancel it if one already is."""
     unique: list[CancellationToken] = []
@@ -566,21 +789,26 @@ def _link(child: CancellationToken, parents: tuple[object, ...]) -> None:
         link.strong = None
         links.append(link)
     child._links = tuple(links)
-    for link in links:
-        parent = link.parent
-        with parent._lock:  # type: ignore[union-attr]
-            if not parent._cancelled:
-                # A child cancelled meanwhile (through an earlier parent) has
-                # already detached; adding its link now would leave it behind.
-                if not child._cancelled:
-                    regs = parent._regs
-                    if regs is None:
-                        regs = parent._regs = {}
-                    regs[link] = None
-                continue
-            reason = parent._reason
-        child._cancel_and_log(reason)
-        return
+    _until_done(_attach, child, links)
+
+
+def _close_steps(token: CancellationToken, stale: list[CancellationToken]) -> None:
+    # Resumable: mark closed, disarm the deadline, detach from every parent.
+    with token._lock:  # type: ignore[union-attr]
+        token._closed = True
+        deadline = token._deadline
+        if deadline is not None:
+            _timer.TIMER.disarm(deadline)
+            token._deadline = None
+    links = token._links
+    if links is not None:
+        for link in links:
+            parent = _detach_link(link)
+            if parent is not None:
+                stale.append(parent)
+        token._links = None
+    if stale:
+        _sync_holds(stale, None)
 
 
 @final
@@ -602,12 +830,13 @@ class CancellationTokenSource:
     __module__ = "cancellable"
 
     def __init__(self, *parents: CancellationToken, timeout: float | None = None) -> None:
+        seconds = None if timeout is None else check_seconds(timeout, "timeout")
         token = _new_token()
         self._token = token
         if parents:
             _link(token, parents)
-        if timeout is not None:
-            self.cancel_after(timeout)
+        if seconds is not None:
+            self._arm(seconds)
 
     @property
     def token(self) -> CancellationToken:
@@ -630,19 +859,28 @@ class CancellationTokenSource:
         Idempotent: the first call's reason wins; a later or concurrent call
         returns at once without waiting for the first to finish. Callbacks run
         on this thread, so this blocks while they run. Works after `close()`.
+        Linked children of any depth are reached without recursion.
 
         Raises:
             ExceptionGroup: One or more callbacks (of this token or of linked
                 children) raised; every callback still ran. If this call is
                 made while another exception is propagating, the errors are
                 logged to the ``cancellable`` logger instead.
+            BaseException: A callback raised `KeyboardInterrupt`,
+                `SystemExit` or another non-`Exception` (or one landed while
+                the callbacks ran): it is re-raised as itself after every
+                other callback ran; their errors are then logged.
         """
         errors = self._token._cancel(reason)
         if errors:
+            ordinary, fatal = _split_errors(errors)
+            if fatal is not None:
+                _log_callback_errors(ordinary)
+                raise fatal
             if sys.exception() is not None:
-                _log_callback_errors(errors)
+                _log_callback_errors(ordinary)
                 return
-            raise BaseExceptionGroup("errors in cancellation callbacks", errors)
+            raise ExceptionGroup("errors in cancellation callbacks", ordinary)
 
     def cancel_after(self, delay: float) -> None:
         """Cancel the token ``delay`` seconds from now, replacing any earlier deadline.
@@ -656,18 +894,21 @@ class CancellationTokenSource:
             TypeError: ``delay`` is not a number.
             ValueError: ``delay`` is negative or NaN, or the source is closed.
         """
-        seconds = check_seconds(delay, "delay")
+        self._arm(check_seconds(delay, "delay"))
+
+    def _arm(self, seconds: float | None) -> None:
         token = self._token
         with token._lock:  # type: ignore[union-attr]
             if token._closed:
                 raise ValueError("cancel_after() called on a closed CancellationTokenSource")
             if token._cancelled:
                 return
-            old, token._deadline = token._deadline, None
+            old = token._deadline
+            if old is not None:
+                _timer.TIMER.disarm(old)
+                token._deadline = None
             if seconds is not None and seconds > 0:
                 token._deadline = _timer.TIMER.arm(_timer.now() + seconds, token._deadline_passed)
-        if old is not None:
-            _timer.TIMER.disarm(old)
         if seconds == 0:
             token._deadline_passed()
 
@@ -678,16 +919,9 @@ class CancellationTokenSource:
         Idempotent; never blocks on callbacks.
         """
         token = self._token
-        with token._lock:  # type: ignore[union-attr]
-            if token._closed:
-                return
-            token._closed = True
-            links, token._links = token._links, None
-            deadline, token._deadline = token._deadline, None
-        if deadline is not None:
-            _timer.TIMER.disarm(deadline)
-        if links:
-            token._detach(links)
+        if token._closed and token._links is None and token._deadline is None:
+            return
+        _until_done(_close_steps, token, [])
 
     def __enter__(self) -> Self:
         return self
@@ -744,6 +978,77 @@ def current_token() -> CancellationToken:
     return cast(_TokenProvider, value).token
 
 
+# -- the internal token API (for the rest of the package) ------------------------
+
+
+def resolve(token: CancellationToken | None) -> CancellationToken:
+    """The token a ``token=`` argument stands for: itself, or the ambient token for None.
+
+    The argument must have been checked (`_checks.check_token`). Never blocks.
+    """
+    return current_token() if token is None else token
+
+
+def ambient_is_none() -> bool:
+    """Whether the ambient token is `CancellationToken.NONE` (no token anywhere).
+
+    Cheaper than ``current_token() is NONE``: it never makes an executor task's
+    token exist just to look at it.
+    """
+    return _ambient.get() is _NONE
+
+
+def ambient_or_none() -> CancellationToken | None:
+    """The ambient token, or None when it is `CancellationToken.NONE`."""
+    return None if _ambient.get() is _NONE else current_token()
+
+
+def is_none(token: CancellationToken) -> bool:
+    """Whether ``token`` can never be cancelled (it is `CancellationToken.NONE`)."""
+    return token._lock is None
+
+
+def raise_cancelled(token: CancellationToken) -> NoReturn:
+    """Raise the `OperationCancelledError` of a cancelled ``token`` (its reason as cause)."""
+    token._raise_cancelled()
+
+
+class TokenStats(NamedTuple):
+    """What a token holds, for tests and debugging (`_token_stats`)."""
+
+    registrations: int
+    """Callbacks (waiters included) registered and not yet run or removed."""
+    children: int
+    """Linked children whose links are still in this token."""
+    strong_children: int
+    """Those of them held strongly (they have registrations of their own)."""
+    parents: int
+    """Parents this token is still linked to."""
+    held_strongly: bool
+    """Whether its parents hold it strongly."""
+    watchers: int = 0
+    """The library's own hooks on it (a pool's pending tasks)."""
+
+
+def _token_stats(token: CancellationToken) -> TokenStats:
+    """Count what ``token`` holds, under its lock: a private hook for tests."""
+    lock = token._lock
+    if lock is None:
+        return TokenStats(0, 0, 0, 0, False)
+    with lock:
+        regs = list(token._regs or ())
+        links = token._links or ()
+        children = [reg for reg in regs if reg.__class__ is _Link]
+        return TokenStats(
+            registrations=len(regs) - len(children),
+            children=len(children),
+            strong_children=sum(link.strong is not None for link in children),
+            parents=len(links),
+            held_strongly=any(link.strong is not None for link in links),
+            watchers=len(token._watchers or ()),
+        )
+
+
 @contextmanager
 def use_token(token: CancellationToken) -> Iterator[CancellationToken]:
     """Make ``token`` the ambient token (`current_token()`) for a block.
@@ -755,7 +1060,7 @@ def use_token(token: CancellationToken) -> Iterator[CancellationToken]:
         TypeError: ``token`` is not a `CancellationToken`.
     """
     if token.__class__ is not CancellationToken:
-        raise TypeError(f"token must be a CancellationToken, got {type(token).__name__!r}")
+        check_token(token, "token", allow_none=False)
     reset = _ambient.set(token)
     try:
         yield token

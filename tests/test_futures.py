@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import cancellable
+from _helpers import WaiterLog, in_thread, waiters
 from cancellable import (
     CancellationToken,
     CancellationTokenSource,
@@ -16,13 +17,7 @@ from cancellable import (
     _futures,
     use_token,
 )
-from test_primitives import (
-    WaiterLog,
-    assert_cancelled,
-    in_thread,
-    install_waiter_log,
-    no_registrations,
-)
+from test_primitives import assert_cancelled, no_registrations
 
 
 @pytest.fixture(autouse=True)
@@ -30,9 +25,7 @@ def _guard(no_leaked_threads: None) -> None:
     """Every test here runs under the leaked-thread guard."""
 
 
-@pytest.fixture
-def waiters(monkeypatch: pytest.MonkeyPatch) -> WaiterLog:
-    return install_waiter_log(monkeypatch)
+__all__ = ["waiters"]  # a fixture, used by name
 
 
 class CountingFuture(cf.Future[Any]):
@@ -170,6 +163,35 @@ def test_no_token_is_the_stdlib() -> None:
         cancellable.result(pending, 0.01)
 
 
+@pytest.mark.parametrize("name", list(CALLS))
+def test_every_wait_accepts_a_huge_timeout(name: str, waiters: WaiterLog) -> None:
+    futures = [CountingFuture()]
+    cts = CancellationTokenSource()
+    outcome = in_thread(lambda: CALLS[name](futures, cts.token, 1e10))
+    waiters.wait_blocked()
+    cts.cancel("stop")
+    outcome.join()
+    assert_cancelled(outcome, cts.token)  # not OverflowError
+    assert waiters.timeouts[0] <= threading.TIMEOUT_MAX
+
+
+def test_first_exception_does_not_count_a_cancelled_future(waiters: WaiterLog) -> None:
+    # As concurrent.futures.wait: a cancelled future is done, not an exception.
+    cancelled: cf.Future[int] = cf.Future()
+    assert cancelled.cancel()
+    running: cf.Future[int] = cf.Future()
+    cts = CancellationTokenSource()
+    outcome = in_thread(
+        lambda: cancellable.wait(
+            [cancelled, running], return_when=cf.FIRST_EXCEPTION, token=cts.token
+        )
+    )
+    waiters.wait_blocked()  # it blocks: the cancelled future did not end the wait
+    running.set_exception(KeyError("x"))
+    outcome.join()
+    assert outcome.value == ({cancelled, running}, set())
+
+
 def test_return_when_is_checked() -> None:
     with pytest.raises(ValueError, match="return_when must be"):
         cancellable.wait([], return_when="SOMETIMES")
@@ -243,3 +265,19 @@ def test_none_token_opts_out() -> None:
     cts.cancel()
     with use_token(cts.token), pytest.raises(TimeoutError):
         cancellable.result(cf.Future(), 0.01, token=CancellationToken.NONE)
+
+
+def test_map_with_a_huge_timeout_and_a_token_does_not_overflow() -> None:
+    gate = threading.Event()
+    with cancellable.CancellableThreadPoolExecutor(max_workers=1) as pool:
+        cts = CancellationTokenSource()
+        results = pool.map(lambda _: gate.wait(), [0], timeout=1e10, token=cts.token)
+        # The wait returns when the gate opens (the delay only has to let
+        # the wait start, its size is moot).
+        opener = threading.Timer(0.2, gate.set)
+        opener.start()
+        try:
+            assert list(results) == [True]
+        finally:
+            gate.set()
+            opener.join()
