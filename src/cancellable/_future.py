@@ -166,6 +166,7 @@ class CancellableFuture(Future[_R]):
     _args: tuple[Any, ...] = ()
     _kwargs: dict[str, Any] | None = None
     _ctx: Context | None = None
+    _awaited_from_asyncio: bool = False  # asyncio bridge hook (b)
 
     def __init__(self) -> None:
         """Create a standalone future (executors create theirs themselves)."""
@@ -319,7 +320,14 @@ class CancellableFuture(Future[_R]):
             self._cancel_claimed(None)
             group.claimed()
             return True
-        return _spin_while_pending(self) in _CANCELLED_STATES
+        cancelled = _spin_while_pending(self) in _CANCELLED_STATES
+        # -- asyncio bridge hook (b): a running task awaited from asyncio --
+        if not cancelled and self._awaited_from_asyncio:
+            from ._asyncio import cancel_from_asyncio  # noqa: PLC0415 (import cycle)
+
+            cancel_from_asyncio(self)
+        # -- end of hook (b) --
+        return cancelled
 
     def _cancel_standalone(self) -> bool:
         sync = self._ensure_sync()
@@ -468,6 +476,12 @@ class CancellableFuture(Future[_R]):
         Callbacks run in the order added, on the thread that finishes or
         cancels the task; an exception from one is logged and ignored.
         """
+        # -- asyncio bridge hook (b): asyncio's wrap_future chaining callback --
+        if getattr(fn, "__name__", None) == "_call_set_state":
+            from ._asyncio import note_done_callback  # noqa: PLC0415 (import cycle)
+
+            note_done_callback(self, fn)
+        # -- end of hook (b) --
         sync = self._ensure_sync()
         if sync.__class__ is not _Final:
             with sync.cond:  # type: ignore[union-attr]

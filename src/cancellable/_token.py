@@ -25,13 +25,13 @@ import logging
 import sys
 import weakref
 from _thread import LockType, allocate_lock
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from operator import attrgetter
 from threading import get_ident
 from types import TracebackType
-from typing import Final, NoReturn, Protocol, Self, TypeVarTuple, Unpack, cast, final
+from typing import Any, Final, NoReturn, Protocol, Self, TypeVarTuple, Unpack, cast, final
 
 from . import _timer
 from ._checks import check_callable, check_seconds
@@ -358,6 +358,22 @@ class CancellationToken:
             if not woke:
                 reg.unregister()
         return woke or self._cancelled
+
+    # -- asyncio bridge hook (a) ------------------------------------------
+
+    def wait_async(self) -> Coroutine[Any, Any, bool]:
+        """Wait in asyncio code, without blocking the loop, until the token is cancelled.
+
+        ``await token.wait_async()`` returns True once the token is cancelled.
+        No thread per waiter: one registration, removed if the awaiting task
+        is cancelled. On `CancellationToken.NONE` it waits until the awaiting
+        task is cancelled.
+        """
+        from ._asyncio import wait_async  # noqa: PLC0415 (asyncio stays out of import time)
+
+        return wait_async(self)
+
+    # -- end of hook (a) ---------------------------------------------------
 
     # -- cancelling (for the source and the library) ---------------------
 
