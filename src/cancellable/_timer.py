@@ -150,7 +150,10 @@ class _Timer:
                     # _pop_due left either an empty heap or a live entry not yet due.
                     heap = self._heap
                     if heap:
-                        cond.wait(max(heap[0][0] - _clock(), 0.0))  # type: ignore[operator]
+                        # Clamped: a longer wait (a 1e10 s deadline) raises
+                        # OverflowError and would kill this thread.
+                        delay = max(heap[0][0] - _clock(), 0.0)  # type: ignore[operator]
+                        cond.wait(min(delay, threading.TIMEOUT_MAX))
                     else:
                         cond.wait()
                     callback = None if _manual else self._pop_due()
