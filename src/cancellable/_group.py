@@ -29,8 +29,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import CancelledError
-from concurrent.futures import wait as _futures_wait
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, suppress
 from types import TracebackType
 from typing import Any, Final, ParamSpec, TypeVar, final
 
@@ -73,6 +72,18 @@ def _check_token(token: object) -> CancellationToken | None:
     if token is None or token.__class__ is CancellationToken:
         return token
     raise TypeError(f"token must be a CancellationToken or None, got {type(token).__name__!r}")
+
+
+def _not_entered(*args: object, **kwargs: object) -> CancellableFuture[Any]:
+    raise RuntimeError("submit() called on a TaskGroup that was not entered")
+
+
+def _futures_wait(futures: list[CancellableFuture[Any]]) -> None:
+    """Block until every future is done (one at a time: cheaper than `wait`)."""
+    for future in futures:
+        if not future.done():
+            with suppress(CancelledError):
+                future.exception()
 
 
 def _run_with_token(
@@ -258,12 +269,14 @@ class TaskGroup:
         "_entered",
         "_errors",
         "_executor",
+        "_executor_submit",
         "_exit_waiting",
         "_fail_fast",
         "_ids",
         "_limit",
         "_live",
         "_lock",
+        "_open",
         "_own_pool",
         "_parent",
         "_pool_workers",
@@ -273,6 +286,7 @@ class TaskGroup:
         "_queued_count",
         "_running",
         "_source",
+        "_tok",
         "_use",
     )
     __module__ = "cancellable"
@@ -300,6 +314,9 @@ class TaskGroup:
             raise TypeError(f"fail_fast must be a bool, got {type(fail_fast).__name__!r}")
         self._parent = parent if parent is not None else current_token()
         self._source = CancellationTokenSource(self._parent)
+        self._tok = self._source.token
+        self._open = False  # entered and not yet closed (read without the lock)
+        self._executor_submit: Callable[..., CancellableFuture[Any]] = _not_entered
         self._executor = executor
         self._own_pool = executor is None
         # A group-side queue only when the pool is shared; a pool of our own
@@ -363,32 +380,36 @@ class TaskGroup:
                 executor was shut down.
             TypeError: ``fn`` is not callable.
         """
-        check_callable(fn, "fn")
+        if not callable(fn):
+            check_callable(fn, "fn")
         if self._limit is not None:
             return self._submit_queued(fn, args, kwargs)
         key = next(self._ids)  # itertools.count: atomic under the GIL
         live = self._live
         with self._lock:
-            self._check_open()
+            if not self._open:
+                self._check_open()
             live[key] = None
             if len(live) > self._prune_at:
                 self._prune()
         try:
-            future = self._executor.submit(  # type: ignore[union-attr]
-                self._run, key, fn, args, kwargs, token=self._source.token
-            )
+            future = self._executor_submit(self._run, key, fn, args, kwargs, token=self._tok)
         except BaseException:
             live.pop(key, None)
             self._notify_exit()
             raise
         # The task may already have ended and popped its entry; then do not
         # store it again (a lost race only leaves a done future for _prune).
+        # Dict operations are atomic under the GIL.
         if key in live:
             live[key] = future
-        self._notify_exit()
+        if self._exit_waiting:
+            self._notify_exit()
         return future
 
     def _check_open(self) -> None:
+        if self._open:
+            return
         if self._closed:
             raise RuntimeError("cannot submit to a TaskGroup that has exited")
         if not self._entered:
@@ -572,9 +593,11 @@ class TaskGroup:
             self._executor = CancellableThreadPoolExecutor(
                 max_workers=self._pool_workers, thread_name_prefix="TaskGroup"
             )
+        self._executor_submit = self._executor.submit  # type: ignore[union-attr]  # cached: hot
         self._use = use_token(self._source.token)
         self._use.__enter__()
         self._entered = True
+        self._open = True
         return self
 
     def __exit__(
@@ -651,6 +674,7 @@ class TaskGroup:
                     if self._limit is not None:
                         if self._queued_count == 0:
                             self._closed = True
+                            self._open = False
                             return
                         self._cond.wait()
                         continue
@@ -660,6 +684,7 @@ class TaskGroup:
                         break
                     if not live:
                         self._closed = True
+                        self._open = False
                         return
                     # Only submits under way on other threads: they notify.
                     self._cond.wait()
@@ -671,7 +696,9 @@ class TaskGroup:
                         self._live.pop(key, None)
 
     def _finish(self, interrupted: bool) -> None:
-        self._closed = True
+        with self._lock:
+            self._closed = True
+            self._open = False
         self._source.close()
         if self._own_pool and self._executor is not None:
             if interrupted:
