@@ -457,6 +457,21 @@ class TestBodyAndExit:
             pool.shutdown(wait=True)
 
 
+class TestInterrupts:
+    def test_a_ctrl_c_inside_submit_leaves_the_group_able_to_exit(
+        self, pool: CancellableThreadPoolExecutor
+    ) -> None:
+        def interrupted(*args: object, **kwargs: object) -> Any:
+            raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt), TaskGroup(pool) as tg:
+            done = tg.submit(pow, 2, 2)
+            tg._executor_submit = interrupted
+            tg.submit(int)
+        assert done.result() == 4
+        assert tg._live == {}
+
+
 # -- submitting from tasks, nesting --------------------------------------------------------
 
 

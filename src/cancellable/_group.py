@@ -392,19 +392,21 @@ class TaskGroup:
             live[key] = None
             if len(live) > self._prune_at:
                 self._prune()
+        future = None
         try:
             future = self._executor_submit(self._run, key, fn, args, kwargs, token=self._tok)
-        except BaseException:
-            live.pop(key, None)
-            self._notify_exit()
-            raise
-        # The task may already have ended and popped its entry; then do not
-        # store it again (a lost race only leaves a done future for _prune).
-        # Dict operations are atomic under the GIL.
-        if key in live:
-            live[key] = future
-        if self._exit_waiting:
-            self._notify_exit()
+        finally:
+            # Also on a Ctrl-C: an entry left None would hold the exit forever,
+            # and a submitted task must stay known to it.
+            if future is None:
+                live.pop(key, None)
+            elif key in live:
+                # The task may already have ended and popped its entry; then
+                # do not store it again (a lost race only leaves a done future
+                # for _prune). Dict operations are atomic under the GIL.
+                live[key] = future
+            if self._exit_waiting:
+                self._notify_exit()
         return future
 
     def _check_open(self) -> None:
