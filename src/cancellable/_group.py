@@ -480,12 +480,17 @@ class TaskGroup:
         return future
 
     def _queued_token_cancelled(self, future: _QueuedFuture[Any]) -> None:
+        # The task's token was cancelled: a queued task ends now; a handed one
+        # (run with the group's token) gets the cancel passed on.
         with self._lock:
             claimed = future._q_state == _QUEUED
             if claimed:
                 future._q_state = _CLAIMED
+            inner = future._q_inner
         if claimed:
             self._queued_cancelled(future)
+        elif inner is not None:
+            inner.request_cancel(future.token.reason)
 
     def _queued_cancelled(self, future: _QueuedFuture[Any]) -> None:
         # This thread claimed ``future`` while it was queued: it never runs.
@@ -539,21 +544,19 @@ class TaskGroup:
             raise
 
     def _hand_over(self, future: _QueuedFuture[Any]) -> None:
-        reg = future._q_reg
-        if reg is not None:
-            future._q_reg = None
-            reg.unregister()
         fn, args, kwargs = future._q_call  # type: ignore[misc]
         future._q_call = None
         token = future.token
         try:
-            inner = self._executor.submit(  # type: ignore[union-attr]
-                _run_with_token, token, fn, args, kwargs, token=token
-            )
+            # Submitted with the group's token, which the executor already
+            # tracks, not the task's (a new executor-side entry per task);
+            # the task's token reaches it through _queued_token_cancelled.
+            inner = self._executor_submit(_run_with_token, token, fn, args, kwargs, token=self._tok)
         except BaseException as error:
             # The executor was shut down or broke: the task fails with that.
             with self._lock:
                 self._running -= 1
+            self._drop_queued_reg(future)
             future._q_source.close()
             try:
                 self._record_failure(error)
@@ -563,8 +566,18 @@ class TaskGroup:
             if _is_base_error(error):
                 raise
             return
-        future._q_inner = inner
+        with self._lock:
+            future._q_inner = inner
+        if token.is_cancellation_requested:
+            # Cancelled while it was being handed over: pass it on now.
+            inner.request_cancel(token.reason)
         inner.add_done_callback(lambda _: self._inner_done(future, inner))
+
+    def _drop_queued_reg(self, future: _QueuedFuture[Any]) -> None:
+        reg = future._q_reg
+        if reg is not None:
+            future._q_reg = None
+            reg.unregister()
 
     def _inner_done(self, future: _QueuedFuture[Any], inner: CancellableFuture[Any]) -> None:
         try:
@@ -578,6 +591,7 @@ class TaskGroup:
                     self._task_failed(error, future.token)
                     future.set_exception(error)
         finally:
+            self._drop_queued_reg(future)
             future._q_source.close()
             with self._lock:
                 self._running -= 1
