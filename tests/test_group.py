@@ -471,6 +471,20 @@ class TestInterrupts:
         assert done.result() == 4
         assert tg._live == {}
 
+    def test_keyboard_interrupt_from_a_limited_task_propagates_alone(
+        self, wide_pool: CancellableThreadPoolExecutor
+    ) -> None:
+        def interrupt() -> None:
+            raise KeyboardInterrupt
+
+        ran: list[int] = []
+        with pytest.raises(KeyboardInterrupt), TaskGroup(wide_pool, limit=1) as tg:
+            tg.submit(interrupt)
+            queued = [tg.submit(ran.append, i) for i in range(10)]
+        # The interrupt cancelled the group: whatever had not started never did.
+        assert all(f.done() for f in queued)
+        assert len(ran) == sum(not f.cancelled() for f in queued)
+
 
 # -- submitting from tasks, nesting --------------------------------------------------------
 
@@ -533,6 +547,31 @@ class TestNesting:
         assert isinstance(nested, ExceptionGroup)
         assert [str(e) for e in nested.exceptions] == ["deep"]
         assert sibling.cancelled()
+
+    @pytest.mark.timeout(60)
+    def test_a_cancel_reaches_the_bottom_of_a_deep_chain_of_groups(self) -> None:
+        depth = 40
+        bottom = threading.Event()
+        ends: list[str] = []
+
+        def level(n: int) -> None:
+            try:
+                with TaskGroup(limit=1) as tg:
+                    if n == depth:
+                        bottom.set()
+                        current_token().wait()
+                        current_token().raise_if_cancellation_requested()
+                    else:
+                        tg.submit(level, n + 1)
+            finally:
+                ends.append("ended")
+
+        with TaskGroup() as root:
+            top = root.submit(level, 1)
+            assert bottom.wait(WAIT)
+            root.cancel("from the top")
+        assert top.cancelled()
+        assert len(ends) == depth
 
     def test_group_in_body_of_a_group_has_the_outer_token_as_parent(self) -> None:
         with TaskGroup() as outer:
