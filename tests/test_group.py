@@ -760,6 +760,14 @@ class TestNoLeaks:
                 tg.submit(int)
                 tg.submit(int)
 
+    def test_a_long_lived_group_forgets_done_futures(
+        self, pool: CancellableThreadPoolExecutor
+    ) -> None:
+        with TaskGroup(pool) as tg:
+            for _ in range(5000):
+                tg.submit(int).result(timeout=WAIT)
+            assert len(tg._live) <= 1025
+
     def test_an_exited_group_holds_no_futures(self, pool: CancellableThreadPoolExecutor) -> None:
         with TaskGroup(pool) as tg:
             for _ in range(2000):

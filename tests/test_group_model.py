@@ -102,11 +102,17 @@ def surely_cancelled(group: Group, above: bool) -> bool:
 
 
 def fails_without_waiting(node: Node) -> bool:
-    """It fails whatever its "wait" leaves do: no limit queues the failure behind them."""
+    """It fails, and its exit comes, whatever happens above it.
+
+    No limit queues its failure behind "wait" leaves, and it cancels itself
+    (a body raise, or fail-fast on its own failure), so its exit never waits
+    for a cancel from above, which may be waiting for this very failure.
+    """
     if isinstance(node, Leaf | Scope):
         return may_fail(node)
     return node.body == "raise" or (
         node.body == "none"
+        and node.fail_fast
         and node.limit is None
         and any(fails_without_waiting(c) for c in node.children)
     )

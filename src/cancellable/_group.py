@@ -8,11 +8,11 @@ one cancel of the group reaches every task, pending or running.
 How the group knows its tasks ended, cheaply:
 
 - Without a group-side limit, each task runs inside `TaskGroup._run`, which
-  records a failure (and cancels the group under ``fail_fast``) and forgets the
-  task's future when it ends. A task that ends without running (cancelled while
-  pending) is seen only by the exit, which waits on every future it still
-  holds. No done-callback per task: a callback makes the future build its
-  condition, which costs more than the whole task.
+  records a failure (and cancels the group under ``fail_fast``). The group
+  holds the futures that may not be done, forgetting done ones as it grows,
+  and the exit waits on those it still holds, which also covers tasks that
+  ended without running. No done-callback per task: a callback makes the
+  future build its condition, which costs more than the whole task.
 - With ``limit`` and a given executor, tasks wait in a group-side queue and at
   most ``limit`` of them are handed to the executor at once. ``submit`` returns
   a `_QueuedFuture` at once; the executor's future behind it has a
@@ -394,16 +394,14 @@ class TaskGroup:
                 self._prune()
         future = None
         try:
-            future = self._executor_submit(self._run, key, fn, args, kwargs, token=self._tok)
+            future = self._executor_submit(self._run, fn, args, kwargs, token=self._tok)
         finally:
             # Also on a Ctrl-C: an entry left None would hold the exit forever,
-            # and a submitted task must stay known to it.
+            # and a submitted task must stay known to it. Dict operations are
+            # atomic under the GIL.
             if future is None:
                 live.pop(key, None)
-            elif key in live:
-                # The task may already have ended and popped its entry; then
-                # do not store it again (a lost race only leaves a done future
-                # for _prune). Dict operations are atomic under the GIL.
+            else:
                 live[key] = future
             if self._exit_waiting:
                 self._notify_exit()
@@ -418,7 +416,9 @@ class TaskGroup:
             raise RuntimeError("submit() called on a TaskGroup that was not entered")
 
     def _prune(self) -> None:
-        # Called with the lock held: forget futures that ended without running.
+        # Called with the lock held: forget the futures that are done, so a
+        # long-lived group holds about as many as are outstanding (the bound
+        # doubles with them, which keeps this amortised O(1) per submit).
         live = self._live
         for key, future in list(live.items()):
             if future is not None and future.done():
@@ -430,16 +430,14 @@ class TaskGroup:
             with self._cond:
                 self._cond.notify_all()
 
-    def _run(
-        self, key: int, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
+    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        # The task's future stays in _live until it is done (not merely until
+        # fn returned), so the exit never returns before a future is final.
         try:
             return fn(*args, **kwargs)
         except BaseException as error:
             self._task_failed(error, current_token())
             raise
-        finally:
-            self._live.pop(key, None)
 
     def _task_failed(self, error: BaseException, task_token: CancellationToken) -> None:
         # The executor ends a task cancelled when an OperationCancelledError
@@ -706,7 +704,6 @@ class TaskGroup:
                     self._cond.wait()
             _futures_wait(futures)
             with self._lock:
-                # Forget what ended without running (or raced its own pop).
                 for key, value in list(self._live.items()):
                     if value is not None and value.done():
                         self._live.pop(key, None)
