@@ -11,10 +11,11 @@ Re-entrant calls from callbacks and tasks follow the table.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ from cancellable import (
     CancellationToken,
     CancellationTokenRegistration,
     CancellationTokenSource,
+    CancelScope,
     Condition,
     Event,
     LifoQueue,
@@ -38,12 +40,17 @@ from cancellable import (
     Queue,
     RLock,
     Semaphore,
+    TaskGroup,
     TokenBoundExecutor,
     as_completed,
+    cancel_on,
     current_token,
+    fail_after,
     join,
+    move_on_after,
     result,
     sleep,
+    to_thread,
     use_token,
     wait,
 )
@@ -76,6 +83,27 @@ def _held_condition() -> Condition:
     cond = Condition()
     cond.acquire()
     return cond
+
+
+def _entered_group() -> TaskGroup:
+    group = TaskGroup(CancellableThreadPoolExecutor(1))
+    group.__enter__()
+    return group
+
+
+def _group_works(group: TaskGroup) -> None:
+    assert group.submit(pow, 2, 3).result(timeout=WAIT) == 8
+    group.__exit__(None, None, None)
+    with pytest.raises(RuntimeError, match="exited"):
+        group.submit(int)
+
+
+def _scope_works(scope: CancelScope) -> None:
+    with scope:
+        assert current_token() == scope.token
+        scope.cancel("still works")
+        current_token().raise_if_cancellation_requested()
+    assert scope.cancelled_caught
 
 
 def _closed_source() -> CancellationTokenSource:
@@ -358,6 +386,42 @@ ROWS = [
         cancellable.CancellableProcessFuture,
         lambda f: f.request_cancel(kill_after=NAN), ValueError, "kill_after",
         lambda f: not f.done()),
+    # -- structured concurrency and asyncio -------------------------------------------
+    Row("TaskGroup", "stdlib executor", _nothing,
+        lambda _: TaskGroup(ThreadPoolExecutor(1)), TypeError, "executor must be"),  # type: ignore[arg-type]
+    Row("TaskGroup", "source as token", _nothing,
+        lambda _: TaskGroup(token=CancellationTokenSource()), TypeError, "token must be"),  # type: ignore[arg-type]
+    Row("TaskGroup", "zero limit", _nothing,
+        lambda _: TaskGroup(limit=0), ValueError, "limit must be at least 1"),
+    Row("TaskGroup", "float limit", _nothing,
+        lambda _: TaskGroup(limit=1.5), TypeError, "limit must be an int"),  # type: ignore[arg-type]
+    Row("TaskGroup", "str fail_fast", _nothing,
+        lambda _: TaskGroup(fail_fast="yes"), TypeError, "fail_fast must be a bool"),  # type: ignore[arg-type]
+    Row("TaskGroup", "submit before entering", TaskGroup,
+        lambda g: g.submit(int), RuntimeError, "not entered"),
+    Row("TaskGroup", "submit non-callable", _entered_group,
+        lambda g: g.submit(5), TypeError, "fn must be callable", _group_works),
+    Row("CancelScope", "NaN timeout", _nothing,
+        lambda _: CancelScope(NAN), ValueError, "timeout must not be NaN"),
+    Row("CancelScope", "str timeout", _nothing,
+        lambda _: CancelScope("1"), TypeError, "timeout must be a number"),  # type: ignore[arg-type]
+    Row("CancelScope", "int shield", _nothing,
+        lambda _: CancelScope(shield=1), TypeError, "shield must be a bool"),  # type: ignore[arg-type]
+    Row("CancelScope", "cancel_after NaN", CancelScope,
+        lambda s: s.cancel_after(NAN), ValueError, "must not be NaN", _scope_works),
+    Row("move_on_after", "None", _nothing,
+        lambda _: move_on_after(None), TypeError, "seconds must be a number"),  # type: ignore[arg-type]
+    Row("move_on_after", "negative", _nothing,
+        lambda _: move_on_after(-1), ValueError, "seconds must be non-negative"),
+    Row("fail_after", "NaN", _nothing,
+        lambda _: fail_after(NAN), ValueError, "seconds must not be NaN"),
+    Row("to_thread", "stdlib executor", _nothing,
+        lambda _: asyncio.run(to_thread(int, executor=ThreadPoolExecutor(1))),  # type: ignore[arg-type]
+        TypeError, "executor must be"),
+    Row("to_thread", "int token", _nothing,
+        lambda _: asyncio.run(to_thread(int, token=5)), TypeError, "token must be"),  # type: ignore[arg-type]
+    Row("cancel_on", "None token", _nothing,
+        lambda _: cancel_on(None), TypeError, "token must be a CancellationToken"),  # type: ignore[arg-type]
 ]  # fmt: skip
 
 

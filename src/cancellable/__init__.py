@@ -4,12 +4,18 @@ A `CancellationTokenSource` cancels its `CancellationToken`; linked child
 sources follow their parents; blocking calls and executor tasks take a token.
 """
 
+from ._asyncio import cancel_on as cancel_on
+from ._asyncio import to_thread as to_thread
 from ._errors import OperationCancelledError as OperationCancelledError
 from ._executor import CancellableThreadPoolExecutor as CancellableThreadPoolExecutor
 from ._executor import TokenBoundExecutor as TokenBoundExecutor
 from ._futures import as_completed as as_completed
 from ._futures import result as result
 from ._futures import wait as wait
+from ._group import CancelScope as CancelScope
+from ._group import TaskGroup as TaskGroup
+from ._group import fail_after as fail_after
+from ._group import move_on_after as move_on_after
 from ._primitives import Barrier as Barrier
 from ._primitives import BoundedSemaphore as BoundedSemaphore
 from ._primitives import Condition as Condition
@@ -36,6 +42,7 @@ from ._token import use_token as use_token
 __all__ = [
     "Barrier",
     "BoundedSemaphore",
+    "CancelScope",
     "CancellableFuture",
     "CancellableProcessFuture",
     "CancellableProcessPoolExecutor",
@@ -54,12 +61,17 @@ __all__ = [
     "Queue",
     "RLock",
     "Semaphore",
+    "TaskGroup",
     "TokenBoundExecutor",
     "as_completed",
+    "cancel_on",
     "current_token",
+    "fail_after",
     "join",
+    "move_on_after",
     "result",
     "sleep",
+    "to_thread",
     "use_token",
     "wait",
 ]

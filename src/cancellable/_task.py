@@ -1123,6 +1123,9 @@ class CancellableFuture(Future[_R]):
     _args: tuple[Any, ...] = ()
     _kwargs: dict[str, Any] | None = None
     _ctx: Context | None = None
+    # Set when asyncio chains this future (wrap_future): then a cancel() of
+    # the asyncio side that cannot cancel a running task cancels its token.
+    _awaited_from_asyncio: bool = False
 
     def __init__(self) -> None:
         """Create a standalone future (executors create theirs themselves)."""
@@ -1218,7 +1221,12 @@ class CancellableFuture(Future[_R]):
             return self._cancel_standalone()
         if cancel_pending(self, None):
             return True
-        return _await_claim(self) in _CANCELLED_STATES
+        cancelled = _await_claim(self) in _CANCELLED_STATES
+        if not cancelled and self._awaited_from_asyncio:
+            from ._asyncio import cancel_from_asyncio  # noqa: PLC0415 (import cycle)
+
+            cancel_from_asyncio(self)
+        return cancelled
 
     def _cancel_standalone(self) -> bool:
         sync = self._ensure_sync()
@@ -1367,6 +1375,11 @@ class CancellableFuture(Future[_R]):
         step; an exception from one is logged and ignored, a `BaseException`
         propagates once the other callbacks ran.
         """
+        if getattr(fn, "__name__", None) == "_call_set_state":
+            # asyncio's wrap_future chaining callback (see _asyncio.py).
+            from ._asyncio import note_done_callback  # noqa: PLC0415 (import cycle)
+
+            note_done_callback(self, fn)
         sync = self._ensure_sync()
         if sync.__class__ is not _Final:
             with sync.cond:  # type: ignore[union-attr]

@@ -34,13 +34,24 @@ import sys
 import time
 import weakref
 from _thread import LockType, allocate_lock
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from operator import attrgetter
 from threading import TIMEOUT_MAX, get_ident
 from types import TracebackType
-from typing import Final, NamedTuple, NoReturn, Protocol, Self, TypeVarTuple, Unpack, cast, final
+from typing import (
+    Any,
+    Final,
+    NamedTuple,
+    NoReturn,
+    Protocol,
+    Self,
+    TypeVarTuple,
+    Unpack,
+    cast,
+    final,
+)
 
 from . import _timer
 from ._checks import check_callable, check_seconds, check_token
@@ -650,6 +661,18 @@ class CancellationToken:
             if not woke:
                 reg.unregister()
         return woke or self._cancelled
+
+    def wait_async(self) -> Coroutine[Any, Any, bool]:
+        """Wait in asyncio code, without blocking the loop, until the token is cancelled.
+
+        ``await token.wait_async()`` returns True once the token is cancelled.
+        No thread per waiter: one registration, removed if the awaiting task
+        is cancelled. On `CancellationToken.NONE` it waits until the awaiting
+        task is cancelled.
+        """
+        from ._asyncio import wait_async  # noqa: PLC0415 (asyncio stays out of import time)
+
+        return wait_async(self)
 
     # -- cancelling (for the source and the library) ---------------------
 
