@@ -585,11 +585,13 @@ class CancellationToken:
         with lock:
             if self._cancelled:
                 return False
+            # The owner's record first: if a signal lands after it, the
+            # owner can still _unwatch (which is idempotent).
+            watcher._token = self
             watchers = self._watchers
             if watchers is None:
                 watchers = self._watchers = {}
             watchers[watcher] = None
-            watcher._token = self
             return True
 
     def _unwatch(self, watcher: _Watcher) -> None:
