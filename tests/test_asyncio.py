@@ -401,8 +401,7 @@ class TestPlainAsyncioOnOurPool:
         assert reasons == [ASYNCIO_CANCELLED]
 
     def test_asyncio_to_thread_with_our_default_executor_cancels_the_token(self) -> None:
-        # Inside asyncio.to_thread current_token() is not the task's (see the
-        # xfail below), so the task's future is caught at submit instead.
+        # The task's future is caught at submit, to read its token afterwards.
         pool = RecordingPool(max_workers=2)
         started, gate = threading.Event(), threading.Event()
 
@@ -431,11 +430,6 @@ class TestPlainAsyncioOnOurPool:
             gate.set()
             pool.shutdown(wait=True)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="asyncio.to_thread runs fn inside Context.run of the awaiting task's context, "
-        "which resets the ambient token; needs the executor to look through that wrapper",
-    )
     def test_current_token_inside_asyncio_to_thread_is_the_tasks(
         self, pool: CancellableThreadPoolExecutor
     ) -> None:
@@ -444,6 +438,38 @@ class TestPlainAsyncioOnOurPool:
             return await asyncio.to_thread(lambda: current_token().can_be_cancelled)
 
         assert run(main())
+
+    def test_a_cooperative_asyncio_to_thread_call_stops_when_its_awaiter_is_cancelled(
+        self, pool: CancellableThreadPoolExecutor
+    ) -> None:
+        started = threading.Event()
+        seen: list[bool] = []
+
+        def cooperate() -> None:
+            started.set()
+            seen.append(current_token().wait(WAIT))
+
+        async def main() -> None:
+            asyncio.get_running_loop().set_default_executor(pool)
+            task = asyncio.ensure_future(asyncio.to_thread(cooperate))
+            await wait_event(started)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        run(main())
+        pool.shutdown(wait=True)
+        assert seen == [True]
+
+    def test_a_context_run_partial_leaves_the_callers_context_as_it_was(
+        self, pool: CancellableThreadPoolExecutor
+    ) -> None:
+        ctx = contextvars.copy_context()
+        inside = pool.submit(
+            functools.partial(ctx.run, lambda x: (x, current_token().can_be_cancelled), 7)
+        )
+        assert inside.result(timeout=WAIT) == (7, True)
+        assert not ctx.run(current_token).can_be_cancelled
 
     def test_a_pending_task_cancelled_from_asyncio_never_runs(self) -> None:
         one = CancellableThreadPoolExecutor(1)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
+import functools
 import logging
 import subprocess
 import sys
@@ -10,6 +12,7 @@ import textwrap
 import threading
 from collections.abc import Callable
 from concurrent.futures import wait
+from typing import Any
 
 import pytest
 from benchmarks._childproc import interrupt_when_blocked
@@ -20,6 +23,7 @@ from cancellable import (
     ExecutorStatistics,
     Laggard,
     OperationCancelledError,
+    _executor,
     current_token,
 )
 
@@ -194,6 +198,32 @@ class TestLaggards:
         pool.shutdown(wait=True)
         assert pool.laggards() == []
 
+    def test_a_wrapped_call_is_named_by_what_it_wraps(
+        self, pool: CancellableThreadPoolExecutor
+    ) -> None:
+        # What asyncio.to_thread and run_in_executor(pool, partial(...)) submit.
+        gate = threading.Event()
+        started = threading.Barrier(3)
+
+        def stubborn_inner() -> None:
+            started.wait()
+            gate.wait()
+
+        ctx = contextvars.copy_context()
+        fs = [
+            pool.submit(functools.partial(stubborn_inner)),
+            pool.submit(functools.partial(ctx.run, stubborn_inner)),
+        ]
+        started.wait(timeout=WAIT)
+        pool.cancel_all()
+        try:
+            names = [lag.qualname for lag in pool.laggards()]
+            assert len(names) == 2
+            assert all(name.endswith("stubborn_inner") for name in names), names
+        finally:
+            gate.set()
+        wait(fs, timeout=WAIT)
+
     def test_a_cooperative_task_is_not_a_laggard(self) -> None:
         pool = CancellableThreadPoolExecutor(1)
         held = _Held(pool, 1, cooperative=True)
@@ -216,6 +246,58 @@ class TestLaggards:
             logger.removeHandler(reports)
         assert len(reports.messages) == 2
         assert all("hold_stubbornly" in m and "'closing'" in m for m in reports.messages)
+
+    def test_grace_at_the_edges(self, pool: CancellableThreadPoolExecutor) -> None:
+        held = _Held(pool, 1, cooperative=False)
+        pool.cancel_all("edges")
+        try:
+            assert [lag.reason for lag in pool.laggards(0)] == ["edges"]
+            assert [lag.reason for lag in pool.laggards(0.0)] == ["edges"]
+            assert pool.laggards(1e10) == []
+            assert pool.laggards(float("inf")) == []
+        finally:
+            held.gate.set()
+
+    def test_a_zero_laggard_grace_reports_at_once(self) -> None:
+        pool = CancellableThreadPoolExecutor(1, laggard_grace=0)
+        held = _Held(pool, 1, cooperative=False)
+        reports = _Reports(release_after=1, gate=held.gate)
+        logger = logging.getLogger("cancellable")
+        logger.addHandler(reports)
+        try:
+            pool.cancel_all("now")
+            pool.shutdown(wait=True)  # the task ends once it has been reported
+        finally:
+            logger.removeHandler(reports)
+        assert len(reports.messages) == 1
+
+    def test_a_huge_laggard_grace_waits_without_reporting(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # 1e10 ("never report") once overflowed the C lock's timeout in the
+        # wait that follows each report check. The stubborn task is released
+        # right after the check, so the wait always runs with that timeout.
+        pool = CancellableThreadPoolExecutor(1, laggard_grace=1e10)
+        held = _Held(pool, 1, cooperative=False)
+        original = _executor._Core.report_laggards
+
+        def check_then_release(core: Any, reported: set[int]) -> float | None:
+            due = original(core, reported)
+            held.gate.set()
+            return due
+
+        monkeypatch.setattr(_executor._Core, "report_laggards", check_then_release)
+        reports = _Reports(release_after=1, gate=threading.Event())
+        logger = logging.getLogger("cancellable")
+        logger.addHandler(reports)
+        try:
+            pool.cancel_all("quietly")
+            pool.shutdown(wait=True)
+        finally:
+            held.gate.set()
+            logger.removeHandler(reports)
+        assert reports.messages == []
+        assert held.futures[0].done()
 
     def test_grace_is_checked(self, pool: CancellableThreadPoolExecutor) -> None:
         with pytest.raises(ValueError, match="grace"):

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures._base import FINISHED, LOGGER
 from concurrent.futures.thread import BrokenThreadPool
+from functools import partial
 from itertools import islice
 from queue import Empty, SimpleQueue
 from types import TracebackType
@@ -48,6 +49,7 @@ from ._task import (
     CancellableFuture,
     SignalSafeCondition,
     WorkerRecord,
+    context_run_target,
     execute,
     new_task,
     reject,
@@ -146,7 +148,9 @@ class _Core(Board):
                 with self.exited:
                     if not self.alive:
                         break
-                    self.exited.wait(due)
+                    # A huge laggard_grace (1e10 for "never report") must
+                    # not overflow the C lock's timeout.
+                    self.exited.wait(None if due is None else min(due, threading.TIMEOUT_MAX))
         # From one of the pool's own workers this raises the stdlib's
         # "cannot join current thread", as ThreadPoolExecutor does.
         for thread in threads:
@@ -233,7 +237,30 @@ def _run_task(
     # Runs inside the task's own copy of the submitter's context: the future
     # stands in for the task's token until current_token() asks for it.
     _ambient.set(future)
+    if type(fn) is partial:
+        ctx = context_run_target(fn)
+        if ctx is not None:
+            # asyncio.to_thread and friends submit partial(ctx.run, func,
+            # *args): func runs in ctx, not in the copy set above, so the
+            # task's token is made ambient inside ctx for the call's length.
+            return ctx.run(
+                _run_in, future, fn.args[0], fn.args[1:] + args, {**fn.keywords, **kwargs}
+            )
     return fn(*args, **kwargs)
+
+
+def _run_in(
+    future: CancellableFuture[Any],
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    # Like _run_task, inside a context the caller owns: leave it as it was.
+    reset = _ambient.set(future)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        _ambient.reset(reset)
 
 
 def _work(

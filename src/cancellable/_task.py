@@ -69,6 +69,7 @@ from concurrent.futures._base import (
     RUNNING,
 )
 from contextvars import Context, copy_context
+from functools import partial
 from operator import attrgetter
 from typing import Any, Final, TypeVar
 
@@ -471,10 +472,9 @@ class Board:
                 frames = sys._current_frames()
             frame = frames.get(record.ident)
             stack = _task_stack(frame) if frame is not None else ""
-            qualname = getattr(fn, "__qualname__", None)
             laggard = Laggard(
                 thread_name=record.name,
-                qualname=qualname if isinstance(qualname, str) else repr(fn),
+                qualname=callable_name(fn),
                 seconds_since_cancel=since,
                 reason=cancelled[1],
                 stack=stack,
@@ -865,6 +865,28 @@ def execute(future: CancellableFuture[Any], run: Callable[..., Any], record: Wor
                 future._group = None
                 return
     end(future, _FIN, result, None, None)
+
+
+def context_run_target(fn: partial[Any]) -> Context | None:
+    """The context ``fn`` runs its first argument in, if it is ``partial(ctx.run, f, ...)``.
+
+    That is how `asyncio.to_thread` hands a call to an executor.
+    """
+    run = fn.func
+    ctx = getattr(run, "__self__", None)
+    if type(ctx) is Context and getattr(run, "__name__", None) == "run" and fn.args:
+        return ctx
+    return None
+
+
+def callable_name(fn: Callable[..., Any]) -> str:
+    """``fn``'s qualified name, seen through `functools.partial` and `Context.run` wrappers."""
+    for _ in range(100):  # a bound on a pathological chain of partials
+        if type(fn) is not partial:
+            break
+        fn = fn.args[0] if context_run_target(fn) is not None else fn.func
+    qualname = getattr(fn, "__qualname__", None)
+    return qualname if isinstance(qualname, str) else repr(fn)
 
 
 def _task_stack(frame: Any) -> str:
