@@ -34,6 +34,7 @@ Three tools, each self-contained (only the standard library):
 
 from __future__ import annotations
 
+import ast
 import dis
 import os
 import signal
@@ -128,7 +129,9 @@ def _with_exits(code: CodeType) -> frozenset[int]:
 
     A ``with`` statement reports a second ``'line'`` event for its own line
     just before it calls ``__exit__`` (three ``LOAD_CONST None`` on 3.11 to
-    3.13; ``PUSH_EXC_INFO`` then ``WITH_EXCEPT_START`` on the exception path).
+    3.13, after a ``SWAP`` when a ``return`` inside the block leaves its
+    value on the stack; ``PUSH_EXC_INFO`` then ``WITH_EXCEPT_START`` on the
+    exception path).
     A signal cannot land there (CPython checks for signals only after the
     body's last call returned, and then again once ``__exit__`` was called), so
     an interrupt raised there would skip ``__exit__`` as no real Ctrl-C can:
@@ -146,10 +149,36 @@ def _with_exits(code: CodeType) -> frozenset[int]:
                     x.opname == "LOAD_CONST" and x.argval is None for x in nxt
                 ):
                     found.add(ins.offset)
+                    previous = instructions[i - 1] if i else None
+                    if previous is not None and previous.opname == "SWAP":
+                        found.add(previous.offset)
             elif ins.opname == "PUSH_EXC_INFO" and following[:1] == ["WITH_EXCEPT_START"]:
                 found.add(ins.offset)
         offsets = _WITH_EXITS[code] = frozenset(found)
     return offsets
+
+
+_FINALLY_STARTS: dict[str, frozenset[int]] = {}
+
+
+def _finally_starts(filename: str) -> frozenset[int]:
+    """The lines in ``filename`` where a ``finally`` block's first statement begins.
+
+    A signal cannot land there: CPython checks for one only at calls and
+    backward jumps, and one that lands at the ``try`` block's last call is
+    raised inside the block, so the ``finally`` block runs from its start.
+    Such events are not counted either.
+    """
+    lines = _FINALLY_STARTS.get(filename)
+    if lines is None:
+        with open(filename, encoding="utf-8") as source:
+            tree = ast.parse(source.read(), filename)
+        lines = _FINALLY_STARTS[filename] = frozenset(
+            node.finalbody[0].lineno
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Try, ast.TryStar)) and node.finalbody
+        )
+    return lines
 
 
 class _Injector:
@@ -178,6 +207,7 @@ class _Injector:
             event == "line"
             and self.injected_at is None
             and frame.f_lasti not in _with_exits(frame.f_code)
+            and frame.f_lineno not in _finally_starts(frame.f_code.co_filename)
         ):
             self.count += 1
             if self.count == self.target:

@@ -53,6 +53,7 @@ from ._task import (
     execute,
     new_task,
     reject,
+    unwatch_all,
 )
 from ._token import (
     CancellationToken,
@@ -552,9 +553,9 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
                 # Not queued (or already claimed): give its slot back, if it took one.
                 core.free_slots((future,))
             raise
-        if stale:
-            for group in stale:
-                group.unwatch()
+        finally:
+            if stale:
+                unwatch_all(stale)
         if cause is not None:
             if core.bounded:
                 core.free_slots((future,))
@@ -761,7 +762,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
         `BaseException` such as KeyboardInterrupt, which propagates as itself
         once every task has ended. Does not wait for running tasks.
         """
-        self._core.new_generation().cancel(reason)
+        self._core.new_generation(reason)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting tasks and let the workers exit once the queue is done.
@@ -786,6 +787,7 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             core.shutdown = True
             gen = core.gen
         try:
+            core.finish_cancels()  # what an interrupted cancel_all left
             if cancel_futures:
                 gen.cancel("the executor was shut down")
         finally:

@@ -124,12 +124,15 @@ class SignalSafeCondition(threading.Condition):
 class _Sync:
     """The condition, stdlib waiters and done-callbacks of an observed future."""
 
-    __slots__ = ("callbacks", "cond", "waiters")
+    __slots__ = ("callbacks", "cond", "told", "waiters")
 
     def __init__(self) -> None:
         self.cond = SignalSafeCondition()
         self.waiters: list[Any] = []
         self.callbacks: list[Callable[[Any], object]] = []
+        # How many waiters `_publish` has told of the final state: a
+        # publication a signal broke off goes on with the next one.
+        self.told = 0
 
 
 class _Final:
@@ -190,8 +193,37 @@ def notify_all(cond: threading.Condition) -> None:
         cond.notify_all()
 
 
-def _is_final(future: CancellableFuture[Any]) -> bool:
-    return future._sync.__class__ is _Final or future._st in _DONE_STATES
+class _Waker:
+    """Wakes the threads waiting on a condition when a token is cancelled.
+
+    A watcher (`CancellationToken._watch`) rather than a registration: it
+    exists before it is added, so a wait that a signal interrupts anywhere
+    can still remove it (a registration lost between ``register()`` and the
+    caller's ``try`` would stay on a long-lived token for good). Its
+    ``finally`` block pops it from the token's watchers in one C call.
+    """
+
+    __slots__ = ("_args", "_fn", "_token")
+
+    def __init__(self, cond: threading.Condition) -> None:
+        self._fn: Callable[..., object] | None = notify_all
+        self._args: tuple[object, ...] = (cond,)
+        self._token: CancellationToken | None = None
+
+
+# What a waker's removal pops from when the token has no watchers.
+_NO_WATCHERS: Final[dict[Any, None]] = {}
+
+
+def _published(future: CancellableFuture[Any]) -> bool:
+    """Whether a task's final state is completely published.
+
+    Letting go of its group is every publication's last step; a task whose
+    publication a signal broke off has a final state but still its group.
+    """
+    return future._group is None and (
+        future._sync.__class__ is _Final or future._st in _DONE_STATES
+    )
 
 
 def _await_claim(future: CancellableFuture[Any]) -> str:
@@ -235,6 +267,7 @@ class Board:
         "records",
         "rejected",
         "retired",
+        "retiring",
         "slots",
         "space",
     )
@@ -259,6 +292,10 @@ class Board:
         # Groups seen empty since the last collection (see collect_empties).
         self.empties: list[Group] = []
         self.gen = Gen(self)
+        # Generations `cancel_all` replaced and has not finished cancelling
+        # (a signal broke it off), with their reasons: the next cancel_all
+        # or shutdown finishes them.
+        self.retiring: list[tuple[Gen, object]] = []
         # Counts for statistics(), changed under ``lock``: tasks queued,
         # tasks ended at submit (already cancelled), pending tasks a failed
         # initializer ended, and the counts of workers that exited
@@ -307,8 +344,10 @@ class Board:
         if admit():
             slots[future] = None
             return True
-        reg = tok.register(notify_all, space) if tok is not None else None
+        waker = _Waker(space)
         try:
+            if tok is not None:
+                tok._watch(waker)
             with space:
                 while len(slots) >= self.max_pending:
                     if tok is not None and tok._cancelled:
@@ -319,8 +358,11 @@ class Board:
                 slots[future] = None
                 return True
         finally:
-            if reg is not None:
-                reg.unregister()
+            # C operations only, so no signal can
+            # land before the waker is gone (a Python call can be interrupted
+            # at its entry). One dict pop, atomic under the GIL (and under
+            # the dict's own lock on a free-threaded build).
+            (tok._watchers or _NO_WATCHERS).pop(waker, None) if tok is not None else None
 
     def wake_blocked_submitters(self) -> None:
         if self.bounded:
@@ -391,8 +433,17 @@ class Board:
                     self.rejected += 1
                     return tok, stale
         future._group = group
-        group[future] = True
-        self.put(future)
+        try:
+            group[future] = True
+            self.put(future)
+        except BaseException:
+            # A signal between the entry and the queueing: this submit did
+            # not happen (the caller gives the slot back and raises). A
+            # worker that took the task from the queue meanwhile finds it
+            # gone from its group and skips it.
+            if group.pop(future, None) is not None and group.token is not None and not group:
+                self.empties.append(group)
+            raise
         self.enqueued += 1
         return None, stale
 
@@ -483,12 +534,39 @@ class Board:
         del frames
         return found, next_due
 
-    def new_generation(self) -> Gen:
-        """Start a new generation and return the old one (for `cancel_all`)."""
+    def new_generation(self, reason: object) -> None:
+        """Start a new generation and cancel the old one (`cancel_all`).
+
+        The old one is noted as retiring in the statement that replaces it,
+        so a signal landing anywhere after that leaves its cancel to the next
+        `finish_cancels` rather than forgetting it (its tasks would stay pending, and
+        its groups on their tokens, keeping the pool alive).
+        """
         fresh = Gen(self)
         with self.lock:
-            old, self.gen = self.gen, fresh
-        return old
+            # One statement: no signal lands between the swap and the note.
+            self.gen, self.retiring[len(self.retiring) :] = fresh, [(self.gen, reason)]
+        self.finish_cancels()
+
+    def finish_cancels(self) -> None:
+        """Cancel every generation `new_generation` replaced, until none is left.
+
+        A `BaseException` raised by a callback (or a signal) propagates once
+        that generation's cancel is complete; the next call goes on with the
+        rest.
+        """
+        retiring = self.retiring
+        while retiring:
+            entry = retiring[-1]
+            try:
+                entry[0].cancel(entry[1])  # a finished cancel returns at once
+            finally:
+                entry[0].sweep()  # what a signal in the cancel's callback left
+            with self.lock:
+                for i, other in enumerate(retiring):
+                    if other is entry:
+                        del retiring[i]
+                        break
 
     def release(self) -> None:
         """Detach the current generation from the executor's token (pool finished).
@@ -499,8 +577,7 @@ class Board:
         gen.source.close()
         with self.lock:
             groups = list(gen.groups.values())
-        for group in groups:
-            group.unwatch()
+        unwatch_all(groups)
 
 
 class Gen:
@@ -528,6 +605,14 @@ class Gen:
         self.token._cancel_and_log(reason)
 
     def _cancelled(self) -> None:
+        self.sweep()
+
+    def sweep(self) -> None:
+        """End every pending task of the cancelled generation and unwatch its groups.
+
+        Idempotent: run by the generation token's cancel, and again by
+        `Board.finish_cancels` in case a signal broke that run off.
+        """
         with self.board.lock:
             groups = list(self.groups.values())
         first: BaseException | None = None
@@ -550,6 +635,32 @@ class Gen:
                 raise first
             finally:
                 first = None
+
+
+def unwatch_all(groups: list[Group]) -> None:
+    """`Group.unwatch` each of ``groups`` (emptying the list), whatever interrupts it.
+
+    A group left watching a long-lived token would keep its pool alive, so
+    a `BaseException` landing meanwhile is held until every group is done,
+    then raised (later ones are logged).
+    """
+    first: BaseException | None = None
+    while groups:
+        try:
+            while groups:
+                # Unwatching is idempotent: the group leaves the list after.
+                groups[-1].unwatch()
+                groups.pop()
+        except BaseException as error:
+            if first is None:
+                first = error
+            else:
+                _log_later_error(error)
+    if first is not None:
+        try:
+            raise first
+        finally:
+            first = None
 
 
 class Group(dict["CancellableFuture[Any]", bool]):
@@ -692,14 +803,14 @@ class Group(dict["CancellableFuture[Any]", bool]):
                 first = first or raised
             finally:
                 # Whatever interrupted the lines above, every task popped ends.
-                if future is not None and not _is_final(future) and future not in observed:
+                if future is not None and not _published(future) and future not in observed:
                     observed.append(future)
                     if bounded and future not in popped:
                         popped.append(future)
                 if not settled:
                     self.settle(popped)
                 for future in observed:
-                    if not _is_final(future):
+                    if not _published(future):
                         _repair(future, None if error is None else _fresh(error), cause)
                 total += count
             for future in observed:
@@ -986,8 +1097,12 @@ def _repair(
     cause: CancellationToken | None,
     final: _Final | None = None,
 ) -> None:
-    """Finish a publication that a signal interrupted (the future must end)."""
-    if _is_final(future):
+    """Finish a publication that a signal interrupted (the future must end).
+
+    A publication is complete once the task has let go of its group (its
+    last step); `_publish` resumes one that a signal broke off half-way.
+    """
+    if _published(future):
         return
     if final is None:
         final = _CXL if error is None else _FIN
@@ -1018,27 +1133,34 @@ def _publish(
                     return
         sync = future._sync
     if sync.__class__ is _Final:
+        if future._group is not None and future._st == sync.state:
+            future._group = None  # the last step of an interrupted publication
+            return
         raise InvalidStateError(f"{future._state}: {future!r}")
     cond = sync.cond  # type: ignore[union-attr]
     with cond:
         state = future._st
         if state in _DONE_STATES and not (state == CANCELLED and final is _CXL):
-            raise InvalidStateError(f"{state}: {future!r}")
-        future._result = result
-        future._exception = exception
-        future._cause = cause
-        future._st = final.state
+            if future._group is None or state != final.state:
+                raise InvalidStateError(f"{state}: {future!r}")
+            # Published by a call that a signal broke off: go on from where
+            # it stopped (the state and its fields are written).
+        else:
+            future._result = result
+            future._exception = exception
+            future._cause = cause
+            future._st = final.state
         waiters = sync.waiters  # type: ignore[union-attr]
         if waiters:
             if final is _CXL:
-                for waiter in waiters:
-                    waiter.add_cancelled(future)
-            elif exception is None:
-                for waiter in waiters:
-                    waiter.add_result(future)
+                tell = "add_cancelled"
+            elif future._exception is None:
+                tell = "add_result"
             else:
-                for waiter in waiters:
-                    waiter.add_exception(future)
+                tell = "add_exception"
+            while sync.told < len(waiters):  # type: ignore[union-attr]
+                # One statement: a waiter told is counted (never told twice).
+                sync.told = getattr(waiters[sync.told], tell)(future) or sync.told + 1  # type: ignore[union-attr]
         cond.notify_all()
     future._group = None
 
@@ -1369,8 +1491,9 @@ class CancellableFuture(Future[_R]):
         if sync.__class__ is _Final:
             return sync.state
         cond = sync.cond  # type: ignore[union-attr]
-        reg = token.register(notify_all, cond)
+        waker = _Waker(cond)
         try:
+            token._watch(waker)
             deadline = None if timeout is None else time.monotonic() + timeout
             with cond:
                 while True:
@@ -1387,7 +1510,8 @@ class CancellableFuture(Future[_R]):
                             return None
                         cond.wait(min(remaining, threading.TIMEOUT_MAX))
         finally:
-            reg.unregister()
+            # C operations only (see Board.reserve_slot).
+            (token._watchers or _NO_WATCHERS).pop(waker, None)
 
     def add_done_callback(self, fn: Callable[[Future[_R]], object]) -> None:
         """Call ``fn(future)`` when the task is done (now, on this thread, if it is).
