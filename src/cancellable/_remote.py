@@ -141,17 +141,6 @@ def end_cancelled(future: Future[Any]) -> bool:
     return True
 
 
-def _raise_cancelled(token: CancellationToken) -> None:
-    """Raise what ``result()``/``exception()`` of a cancelled task's future raise."""
-    err: _futures_base.CancelledError
-    if token.is_cancellation_requested:
-        err = OperationCancelledError(token=token, reason=token.reason)
-    else:
-        err = _futures_base.CancelledError()
-    err.__suppress_context__ = True
-    raise err
-
-
 class RemoteFuture(Future[_R]):
     """A `concurrent.futures.Future` whose task's token says why it was cancelled."""
 
@@ -172,9 +161,7 @@ class RemoteFuture(Future[_R]):
         try:
             return super().result(timeout)
         except _futures_base.CancelledError as exc:
-            if exc.__class__ is not _futures_base.CancelledError:
-                raise
-            _raise_cancelled(self.token)
+            self._raise_why(exc)
             raise
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
@@ -182,10 +169,21 @@ class RemoteFuture(Future[_R]):
         try:
             return super().exception(timeout)
         except _futures_base.CancelledError as exc:
-            if exc.__class__ is not _futures_base.CancelledError:
-                raise
-            _raise_cancelled(self.token)
+            self._raise_why(exc)
             raise
+
+    def _raise_why(self, exc: _futures_base.CancelledError) -> None:
+        """For the stdlib's plain `CancelledError`, raise what a cancelled task's future raises."""
+        if exc.__class__ is not _futures_base.CancelledError:
+            return
+        token = self.token
+        err: _futures_base.CancelledError
+        if token.is_cancellation_requested:
+            err = OperationCancelledError(token=token, reason=token.reason)
+        else:
+            err = _futures_base.CancelledError()
+        err.__suppress_context__ = True
+        raise err
 
 
 # -- map -------------------------------------------------------------------------
