@@ -7,6 +7,8 @@ and its ratio to a baseline rather than absolute figures alone.
 
 from __future__ import annotations
 
+import argparse
+import datetime
 import gc
 import platform
 import statistics
@@ -14,7 +16,17 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["Row", "compare", "machine", "markdown_table", "percentile", "timed"]
+__all__ = [
+    "Row",
+    "cli",
+    "compare",
+    "header",
+    "machine",
+    "markdown_table",
+    "percentile",
+    "quantile_table",
+    "timed",
+]
 
 
 def machine() -> str:
@@ -97,3 +109,42 @@ def markdown_table(
         ratio = row.median / base if base else float("nan")
         lines.append(f"| {row.name} | {row.median:.4g} | {ratio:.2f} |")
     return "\n".join(lines)
+
+
+def quantile_table(
+    title: str, rows: list[Row], quantiles: Sequence[float], *, digits: int
+) -> list[str]:
+    """Markdown lines: ``title``, then each row's ``quantiles`` (p50, p99...) to ``digits`` places.
+
+    Lines, not text, so a caller can append its verdict before joining them.
+    """
+    names = [f"p{round(q * 100)}" for q in quantiles]
+    lines = [
+        title,
+        "",
+        "| variant | " + " | ".join(names) + " |",
+        "| --- | " + " | ".join("---:" for _ in names) + " |",
+    ]
+    for row in rows:
+        cells = (f"{percentile(row.samples, q):.{digits}f}" for q in quantiles)
+        lines.append(f"| {row.name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def header(title: str, module: str, quick: bool, *, note: str | None = None) -> str:
+    """The heading of one module's results: ``title``, the command, the time and the machine.
+
+    ``module`` is the file's stem (``bench_token``): under ``python -m`` a
+    module's ``__name__`` is ``__main__``. ``note`` ends the line, after the machine.
+    """
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    command = f"python -m benchmarks.{module}" + (" --quick" if quick else "")
+    tail = f"; {note}" if note else ""
+    return f"### {title} (`benchmarks/{module}.py`)\n\n`{command}` on {when}; {machine()}{tail}."
+
+
+def cli(run: Callable[..., str], doc: str | None) -> None:
+    """``python -m benchmarks.<module> [--quick]``: print what ``run(quick=...)`` returns."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
+    parser.add_argument("--quick", action="store_true", help="small sizes, a few seconds")
+    print(run(quick=parser.parse_args().quick))

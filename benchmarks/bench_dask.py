@@ -8,16 +8,14 @@ every comparison; variants are interleaved round by round.
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures as cf
 import contextlib
-import datetime
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks._harness import compare, machine, markdown_table, percentile
+from benchmarks._harness import cli, compare, header, markdown_table, percentile
 from cancellable import CancellationTokenSource, current_token
 
 __all__ = ["run"]
@@ -176,15 +174,13 @@ def run(quick: bool = False, *, tiny: bool = False) -> str:
 
     ``tiny`` shrinks every size to a smoke test (for tests).
     """
-    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    command = "python -m benchmarks.bench_dask" + (" --quick" if quick else "")
-    header = f"### Dask (`benchmarks/bench_dask.py`)\n\n`{command}` on {when}; {machine()}."
+    heading = header("Dask", "bench_dask", quick)
     try:
         import distributed
 
         from cancellable.dask import DaskExecutor
     except ImportError:
-        return header + "\n\nSkipped: `distributed` is not installed (the `dask` extra).\n"
+        return heading + "\n\nSkipped: `distributed` is not installed (the `dask` extra).\n"
     n = 5 if tiny else 50 if quick else 200
     rounds = 1 if tiny else 3 if quick else 5
     backlog = 20 if tiny else 1_000
@@ -203,7 +199,7 @@ def run(quick: bool = False, *, tiny: bool = False) -> str:
         ex = DaskExecutor(client)
         try:
             sections = [
-                header,
+                heading,
                 _round_trip(client, ex, n, rounds),
                 _quiesce(client, ex, backlog, rounds),
                 _notice(client, ex, samples),
@@ -214,9 +210,7 @@ def run(quick: bool = False, *, tiny: bool = False) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="small sizes, a few seconds")
-    print(run(quick=parser.parse_args().quick))
+    cli(run, __doc__)
 
 
 if __name__ == "__main__":

@@ -9,15 +9,13 @@ interleaved round by round. Targets are printed next to the figures.
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures as cf
-import datetime
 import multiprocessing
 import time
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks._harness import Row, compare, machine, markdown_table, percentile
+from benchmarks._harness import Row, cli, compare, header, markdown_table, quantile_table
 from cancellable import CancellableProcessPoolExecutor, CancellationTokenSource, current_token
 
 __all__ = ["run"]
@@ -279,18 +277,12 @@ def _notice(quick: bool, tiny: bool) -> str:
         if pebble_pool is not None:
             pebble_pool.stop()
             pebble_pool.join()
-    lines = [
+    title = (
         f"**Cancel-to-notice for a running task** (ms from the cancel in the parent until "
         f"the task runs again in its worker; pebble: until its future is done; "
-        f"{samples} samples each, interleaved)",
-        "",
-        "| variant | p50 | p99 |",
-        "| --- | ---: | ---: |",
-    ]
-    for row in rows:
-        p50, p99 = (percentile(row.samples, q) for q in (0.5, 0.99))
-        lines.append(f"| {row.name} | {p50:.3f} | {p99:.3f} |")
-    return "\n".join(lines)
+        f"{samples} samples each, interleaved)"
+    )
+    return "\n".join(quantile_table(title, rows, (0.5, 0.99), digits=3))
 
 
 def _by(rows: list[Row], name: str) -> Row:
@@ -302,14 +294,8 @@ def run(quick: bool = False, *, tiny: bool = False) -> str:
 
     ``tiny`` shrinks every size to a smoke test (for tests).
     """
-    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    command = "python -m benchmarks.bench_process" + (" --quick" if quick else "")
-    header = (
-        f"### Process pools (`benchmarks/bench_process.py`)\n\n`{command}` on {when}; "
-        f"{machine()}; start method {_CTX}."
-    )
     sections = [
-        header,
+        header("Process pools", "bench_process", quick, note=f"start method {_CTX}"),
         _round_trip(quick, tiny),
         _throughput(quick, tiny),
         _quiesce(quick, tiny),
@@ -319,9 +305,7 @@ def run(quick: bool = False, *, tiny: bool = False) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="small sizes, a few seconds")
-    print(run(quick=parser.parse_args().quick))
+    cli(run, __doc__)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,6 @@ next to the figures; nothing here asserts them.
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import gc
 import threading
 import time
@@ -17,7 +15,16 @@ import timeit
 import tracemalloc
 from collections.abc import Callable
 
-from benchmarks._harness import Row, compare, machine, markdown_table, percentile, timed
+from benchmarks._harness import (
+    Row,
+    cli,
+    compare,
+    header,
+    markdown_table,
+    percentile,
+    quantile_table,
+    timed,
+)
 from cancellable import CancellationToken, CancellationTokenSource
 
 __all__ = ["run"]
@@ -249,16 +256,11 @@ def _wake_latency(quick: bool, tiny: bool = False) -> str:
         gc.enable()
         waker.stop()
     base, ours = rows
-    lines = [
+    title = (
         f"**Wake latency** (µs from the signal to the waiter running again, {samples:,} "
-        "samples each, interleaved)",
-        "",
-        "| variant | p50 | p90 | p99 |",
-        "| --- | ---: | ---: | ---: |",
-    ]
-    for row in rows:
-        p50, p90, p99 = (percentile(row.samples, q) for q in (0.5, 0.9, 0.99))
-        lines.append(f"| {row.name} | {p50:.1f} | {p90:.1f} | {p99:.1f} |")
+        "samples each, interleaved)"
+    )
+    lines = quantile_table(title, rows, (0.5, 0.9, 0.99), digits=1)
     p50_ratio = percentile(ours.samples, 0.5) / percentile(base.samples, 0.5)
     p99_ratio = percentile(ours.samples, 0.99) / percentile(base.samples, 0.99)
     lines += ["", f"p50 {_target(p50_ratio, 1.2)}; p99 {_target(p99_ratio, 2.0)}"]
@@ -270,11 +272,8 @@ def run(quick: bool = False, *, tiny: bool = False) -> str:
 
     ``tiny`` shrinks every size to a smoke test (for tests).
     """
-    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    command = "python -m benchmarks.bench_token" + (" --quick" if quick else "")
-    header = f"### Token core (`benchmarks/bench_token.py`)\n\n`{command}` on {when}; {machine()}."
     sections = [
-        header,
+        header("Token core", "bench_token", quick),
         _flag_read(quick, tiny),
         _create_child(quick, tiny),
         _register(quick, tiny),
@@ -286,9 +285,7 @@ def run(quick: bool = False, *, tiny: bool = False) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="small sizes, a few seconds")
-    print(run(quick=parser.parse_args().quick))
+    cli(run, __doc__)
 
 
 if __name__ == "__main__":

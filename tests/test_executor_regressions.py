@@ -172,58 +172,46 @@ class TestMaxPendingFollowUp:
     """Item 3: with ``max_pending``, a done-callback of a cancelled task may submit."""
 
     @pytest.mark.timeout(60)
-    @pytest.mark.parametrize("how", list(TASK_CANCELS))
-    def test_done_callback_submits_a_follow_up_when_its_task_is_cancelled(self, how: str) -> None:
-        pool = Pool(1, max_pending=1)
+    @pytest.mark.parametrize(
+        ("count", "how"),
+        [
+            *((1, how) for how in TASK_CANCELS),
+            *((3, how) for how in ("token.cancel", "cancel_all")),
+        ],
+        ids=lambda value: {1: "one", 3: "bulk"}.get(value, value),
+    )
+    def test_done_callbacks_submit_follow_ups_when_their_tasks_are_cancelled(
+        self, count: int, how: str
+    ) -> None:
+        # Every pending slot is taken by the tasks cancelled, so each
+        # follow-up fits only in the slot its cancelled task handed back.
+        pool = Pool(1, max_pending=count)
         cts = CancellationTokenSource()
         gate, _ = occupy_workers(pool, 1)
-        task = pool.submit(int, token=cts.token)  # the one pending slot
+        tasks = [pool.submit(int, token=cts.token) for _ in range(count)]
         follow_ups: list[Future[int]] = []
 
         def follow_up(done: Future[Any]) -> None:
             if done.cancelled():
                 follow_ups.append(pool.submit(pow, 2, 10))
 
-        task.add_done_callback(follow_up)
-        try:
-            outcome = run_bounded(lambda: TASK_CANCELS[how](task, cts))
-            if not outcome.finished:
-                # Let the blocked submit fail out before reporting.
-                pool.shutdown(wait=False, cancel_futures=True)
-                pytest.fail(f"{how}: the done-callback's submit waited for a slot forever")
-            assert outcome.error is None, outcome.error
-            assert task.cancelled()
-            gate.set()
-            assert len(follow_ups) == 1
-            assert follow_ups[0].result(timeout=WAIT) == 1024
-        finally:
-            gate.set()
-            pool.shutdown(wait=False, cancel_futures=True)
-
-    @pytest.mark.timeout(60)
-    @pytest.mark.parametrize("how", ["token.cancel", "cancel_all"])
-    def test_done_callbacks_submit_follow_ups_during_a_bulk_cancel(self, how: str) -> None:
-        pool = Pool(1, max_pending=3)
-        cts = CancellationTokenSource()
-        gate, _ = occupy_workers(pool, 1)
-        tasks = [pool.submit(int, token=cts.token) for _ in range(3)]
-        follow_ups: list[Future[int]] = []
-
-        def follow_up(done: Future[Any]) -> None:
-            if done.cancelled():
-                follow_ups.append(pool.submit(pow, 2, 5))
+        def cancel() -> object:
+            if count == 1:
+                return TASK_CANCELS[how](tasks[0], cts)
+            return BULK_CANCELS[how](pool, cts)
 
         for task in tasks:
             task.add_done_callback(follow_up)
         try:
-            outcome = run_bounded(lambda: BULK_CANCELS[how](pool, cts))
+            outcome = run_bounded(cancel)
             if not outcome.finished:
+                # Let the blocked submit fail out before reporting.
                 pool.shutdown(wait=False, cancel_futures=True)
                 pytest.fail(f"{how}: a done-callback's submit waited for a slot forever")
             assert outcome.error is None, outcome.error
             assert all(task.cancelled() for task in tasks)
             gate.set()
-            assert [f.result(timeout=WAIT) for f in follow_ups] == [32] * len(follow_ups)
+            assert [f.result(timeout=WAIT) for f in follow_ups] == [1024] * count
         finally:
             gate.set()
             pool.shutdown(wait=False, cancel_futures=True)

@@ -37,12 +37,10 @@ import os
 import pickle
 import struct
 import threading
-import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures import _base as _futures_base
 from concurrent.futures.process import BrokenProcessPool, _ExceptionWithTraceback
 from multiprocessing.context import BaseContext
 from types import TracebackType
@@ -50,8 +48,20 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, final
 
 from ._checks import check_seconds
 from ._errors import OperationCancelledError
-from ._futures import result as _result_with_token
-from ._token import CancellationToken, CancellationTokenSource, current_token, use_token
+from ._remote import (
+    SHUT_DOWN,
+    ExecutorState,
+    MapResults,
+    RemoteFuture,
+    dump_reason,
+    end_cancelled,
+    end_unstarted,
+    executor_token,
+    log_cancel_errors,
+    map_source,
+    submit_token,
+)
+from ._token import CancellationToken, CancellationTokenSource, use_token
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -89,22 +99,6 @@ _pools: weakref.WeakSet[_Core] = weakref.WeakSet()
 _exiting = False
 
 
-def _log_cancel_errors(source: CancellationTokenSource, reason: object) -> None:
-    """Cancel for the library itself: token callback errors go to the logger."""
-    try:
-        source.cancel(reason)
-    except Exception as group:  # an ExceptionGroup of the callbacks' errors
-        _log.error("error in a cancellation callback", exc_info=group)
-
-
-def _dump_reason(reason: object) -> bytes:
-    try:
-        return pickle.dumps(reason)
-    except Exception:
-        # Reasons travel when they pickle, else as their repr.
-        return pickle.dumps(repr(reason))
-
-
 # -- the worker process --------------------------------------------------------
 
 
@@ -136,7 +130,7 @@ def _watch(cancels: Connection, state: _WorkerState) -> None:
         with state.lock:
             current = state.current
         if current is not None and (seq == -1 or current[0] == seq):
-            _log_cancel_errors(current[1], reason)
+            log_cancel_errors(current[1], reason)
         if seq == -1:
             return
 
@@ -316,13 +310,13 @@ class _Worker:
         self.killed = False
 
     def send_cancel(self, seq: int, reason: object) -> None:
-        data = _SEQ.pack(seq) + _dump_reason(reason)
+        data = _SEQ.pack(seq) + dump_reason(reason)
         # The worker is gone (or going) if this fails: the dispatcher handles its death.
         with self.cancel_lock, contextlib.suppress(OSError, ValueError):
             self.cancels.send_bytes(data)
 
 
-class _Core:
+class _Core(ExecutorState):
     """The pool's state, shared by the executor object, its futures and the dispatcher."""
 
     def __init__(  # noqa: PLR0917 (one private call site)
@@ -334,15 +328,13 @@ class _Core:
         max_tasks: int | None,
         token: CancellationToken,
     ) -> None:
+        super().__init__(token)
         self.max_workers = max_workers
         self.ctx = ctx
         self.fork = ctx.get_start_method() == "fork"
         self.initializer = initializer
         self.initargs = initargs
         self.max_tasks = max_tasks
-        self.token = token
-        self.lock = threading.Lock()
-        self.gen = CancellationTokenSource()
         self.pending: deque[_Task] = deque()
         self.stale = 0  # claimed tasks still in ``pending``
         self.seq = itertools.count(1)
@@ -354,7 +346,6 @@ class _Core:
         # passed as a file descriptor), so no resource_tracker entry to leak.
         self.flags = ctx.RawArray(ctypes.c_int64, max_workers)
         self.broken: str | bool = False
-        self.shutdown = False
         self.thread: threading.Thread | None = None
         self.wake_r, self.wake_w = multiprocessing.Pipe(duplex=False)
         self.woken = False
@@ -402,7 +393,7 @@ class _Core:
             else:
                 return
         if state == _PENDING:
-            _end_cancelled(task.future)
+            end_cancelled(task.future)
             task.release()
         else:
             worker.send_cancel(task.seq, task.source.token.reason)
@@ -624,7 +615,7 @@ class _Core:
         elif kind == _ERROR:
             future.set_exception(value)
         else:
-            _end_cancelled(future)
+            end_cancelled(future)
 
     def reap(self, w: _Worker) -> None:
         """A worker process ended: settle its task, free its slot."""
@@ -643,7 +634,7 @@ class _Core:
         if w.killed:
             if task is not None:
                 self.finish(w, task)
-                _end_cancelled(task.future)
+                end_cancelled(task.future)
             return
         self.break_pool(_BROKEN_POOL, orphan=task)
 
@@ -694,58 +685,8 @@ class _Core:
             self.processes.clear()
 
 
-def _end_cancelled(future: Future[Any]) -> bool:
-    """End a future cancelled, whether pending or running; False if it was already done."""
-    # The stdlib Future's own fields, under its own condition: these are the
-    # transitions Future.cancel() and set_running_or_notify_cancel() make,
-    # allowed here from RUNNING too.
-    with future._condition:
-        state = future._state
-        if state in (_futures_base.CANCELLED_AND_NOTIFIED, _futures_base.FINISHED):
-            return False
-        future._state = _futures_base.CANCELLED_AND_NOTIFIED
-        for waiter in future._waiters:
-            waiter.add_cancelled(future)
-        future._condition.notify_all()
-    future._invoke_callbacks()  # type: ignore[attr-defined]
-    return True
-
-
-def _raise_cancelled(future: Future[Any], token: CancellationToken) -> None:
-    """Raise what ``result()``/``exception()`` of a cancelled task's future raise."""
-    err: _futures_base.CancelledError
-    if token.is_cancellation_requested:
-        err = OperationCancelledError(token=token, reason=token.reason)
-    else:
-        err = _futures_base.CancelledError()
-    err.__suppress_context__ = True
-    raise err
-
-
-def _result_of(future: Future[_R], timeout: float | None, token: CancellationToken) -> _R:
-    try:
-        return Future.result(future, timeout)
-    except _futures_base.CancelledError as exc:
-        if exc.__class__ is not _futures_base.CancelledError:
-            raise
-        _raise_cancelled(future, token)
-        raise
-
-
-def _exception_of(
-    future: Future[Any], timeout: float | None, token: CancellationToken
-) -> BaseException | None:
-    try:
-        return Future.exception(future, timeout)
-    except _futures_base.CancelledError as exc:
-        if exc.__class__ is not _futures_base.CancelledError:
-            raise
-        _raise_cancelled(future, token)
-        raise
-
-
 @final
-class CancellableProcessFuture(Future[_R]):
+class CancellableProcessFuture(RemoteFuture[_R]):
     """The future of a `CancellableProcessPoolExecutor` task.
 
     A `concurrent.futures.Future` with the task's token and ways to cancel the
@@ -766,21 +707,6 @@ class CancellableProcessFuture(Future[_R]):
         """The task's parent-side token: a child of the submit, executor and pool tokens."""
         return self._token
 
-    def result(self, timeout: float | None = None) -> _R:
-        """As `concurrent.futures.Future.result`; blocks.
-
-        Raises:
-            OperationCancelledError: The task's token cancelled it (a
-                `CancelledError`, with the token and reason).
-            concurrent.futures.CancelledError: ``cancel()`` cancelled it.
-            TimeoutError: Not done within ``timeout``.
-        """
-        return _result_of(self, timeout, self._token)
-
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        """As `concurrent.futures.Future.exception`, raising as `result` does; blocks."""
-        return _exception_of(self, timeout, self._token)
-
     def cancel(self) -> bool:
         """Cancel the task if it has not been handed to a worker yet (stdlib meaning).
 
@@ -789,8 +715,7 @@ class CancellableProcessFuture(Future[_R]):
         """
         task, core = self._task, self._core
         if task is not None and core is not None and core.claim_pending(task):
-            Future.cancel(self)
-            Future.set_running_or_notify_cancel(self)
+            end_unstarted(self)
             task.release()
             return True
         return Future.cancel(self)
@@ -820,7 +745,7 @@ class CancellableProcessFuture(Future[_R]):
             return
         source = task.source
         if not source.closed:
-            _log_cancel_errors(source, reason)
+            log_cancel_errors(source, reason)
         if grace is not None:  # None: no kill (also for an infinite grace)
             core.arm_kill(task, grace)
 
@@ -893,12 +818,7 @@ class CancellableProcessPoolExecutor(ProcessPoolExecutor):
                     "max_tasks_per_child is incompatible with the 'fork' multiprocessing"
                     " start method; supply a different mp_context."
                 )
-        if token is None:
-            token = CancellationToken.NONE
-        elif token.__class__ is not CancellationToken:
-            raise TypeError(
-                f"token must be a CancellationToken or None, got {type(token).__name__!r}"
-            )
+        token = executor_token(token)
         self._max_workers = max_workers
         self._mp_context = mp_context
         self._initializer = initializer  # type: ignore[assignment]
@@ -957,12 +877,7 @@ class CancellableProcessPoolExecutor(ProcessPoolExecutor):
             BrokenProcessPool: A worker died abruptly or an initializer failed.
             TypeError: ``fn`` is not callable or ``token`` is not a token.
         """
-        if token is None:
-            token = current_token()
-        elif token.__class__ is not CancellationToken:
-            raise TypeError(
-                f"token must be a CancellationToken or None, got {type(token).__name__!r}"
-            )
+        token = submit_token(token)
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {type(fn).__name__!r}")
         core = self._core
@@ -975,20 +890,14 @@ class CancellableProcessPoolExecutor(ProcessPoolExecutor):
             if _exiting:
                 raise RuntimeError("cannot schedule new futures after interpreter shutdown")
             gen = core.gen
-        parents = [gen.token]
-        if token.can_be_cancelled:
-            parents.append(token)
-        if core.token.can_be_cancelled:
-            parents.append(core.token)
-        source = CancellationTokenSource(*parents)
+        source = core.task_source(gen, token)
         task = _Task(next(core.seq), fn, args, kwargs, future, source, gen)
         future._task = task
         future._core = core
         future._token = source.token
         if source.is_cancellation_requested:
             task.state = _DONE
-            Future.cancel(future)
-            Future.set_running_or_notify_cancel(future)
+            end_unstarted(future)
             task.release()
             return future
         with core.lock:
@@ -1035,17 +944,7 @@ class CancellableProcessPoolExecutor(ProcessPoolExecutor):
             raise TypeError("chunksize must be an integer")
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
-        if token is None:
-            token = current_token()
-        elif token.__class__ is not CancellationToken:
-            raise TypeError(
-                f"token must be a CancellationToken or None, got {type(token).__name__!r}"
-            )
-        seconds = check_seconds(timeout, "timeout")
-        deadline = None if seconds is None else time.monotonic() + seconds
-        source = (
-            CancellationTokenSource(token) if token.can_be_cancelled else CancellationTokenSource()
-        )
+        token, deadline, source = map_source(timeout, token)
         stok = source.token
         calls = zip(*iterables)  # noqa: B905 (stops at the shortest, as map() does)
         fs: list[Future[Any]]
@@ -1055,7 +954,7 @@ class CancellableProcessPoolExecutor(ProcessPoolExecutor):
             fs = []
             while chunk := list(itertools.islice(calls, chunksize)):
                 fs.append(self.submit(_chunk_call, fn, chunk, token=stok))
-        return _MapResults(fs, chunksize > 1, deadline, source, token)
+        return MapResults(fs, chunksize > 1, deadline, source, token)
 
     def cancel_all(self, reason: object = None, *, kill_after: float | None = None) -> None:
         """Cancel every task submitted so far; keep the workers for new ones.
@@ -1076,7 +975,7 @@ class CancellableProcessPoolExecutor(ProcessPoolExecutor):
         with core.lock:
             old, core.gen = core.gen, fresh
             running = [w.task for w in core.workers.values() if w.task is not None]
-        _log_cancel_errors(old, reason)
+        log_cancel_errors(old, reason)
         if grace is not None:
             for task in running:
                 if task.gen is old:
@@ -1094,13 +993,10 @@ class CancellableProcessPoolExecutor(ProcessPoolExecutor):
             cancel_futures: Cancel pending tasks (they never start) and signal
                 running ones.
         """
-        core = self._core
-        with core.lock:
-            core.shutdown = True
-            gen = core.gen
+        gen = self._core.refuse_tasks()
         if cancel_futures:
-            _log_cancel_errors(gen, "the executor was shut down")
-        _shutdown_core(core, wait)
+            log_cancel_errors(gen, SHUT_DOWN)
+        _shutdown_core(self._core, wait)
 
     def __exit__(
         self,
@@ -1110,10 +1006,7 @@ class CancellableProcessPoolExecutor(ProcessPoolExecutor):
     ) -> Literal[False]:
         """Shut down and wait; if the block raised (Ctrl-C included), cancel everything first."""
         if exc_type is not None:
-            with self._core.lock:
-                self._core.shutdown = True
-                gen = self._core.gen
-            _log_cancel_errors(gen, exc_val)
+            log_cancel_errors(self._core.refuse_tasks(), exc_val)
         self.shutdown(wait=True)
         return False
 
@@ -1125,57 +1018,6 @@ def _shutdown_core(core: _Core, wait: bool = False) -> None:
     core.wake()
     if wait and thread is not None and thread is not threading.current_thread():
         thread.join()
-
-
-class _MapResults(Iterator[Any]):
-    """The iterator `map` returns: closing it (even before the first item) cancels the rest."""
-
-    def __init__(
-        self,
-        fs: list[Future[Any]],
-        chunked: bool,
-        deadline: float | None,
-        source: CancellationTokenSource | None,
-        token: CancellationToken,
-    ) -> None:
-        fs.reverse()
-        self._fs = fs
-        self._chunked = chunked
-        self._deadline = deadline
-        self._source = source
-        self._token = token
-        self._chunk: Iterator[Any] = iter(())
-
-    def __next__(self) -> Any:
-        for value in self._chunk:
-            return value
-        if not self._fs:
-            self.close()
-            raise StopIteration
-        deadline = self._deadline
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        try:
-            value = _result_with_token(self._fs.pop(), remaining, token=self._token)
-        except BaseException:
-            self.close()
-            raise
-        if not self._chunked:
-            return value
-        self._chunk = iter(value)
-        return next(self)
-
-    def close(self) -> None:
-        """Cancel every call whose result was not yielded yet."""
-        fs, self._fs = self._fs, []
-        for f in fs:
-            f.cancel()
-        source, self._source = self._source, None
-        if source is not None:
-            _log_cancel_errors(source, None)
-            source.close()
-
-    def __del__(self) -> None:
-        self.close()
 
 
 def _python_exit() -> None:
@@ -1192,7 +1034,7 @@ def _python_exit() -> None:
         # Ctrl-C while waiting for a backlog: cancel every task's token and
         # wait for the cooperative ones; a second Ctrl-C stops waiting.
         for core in cores:
-            _log_cancel_errors(core.gen, KeyboardInterrupt())
+            log_cancel_errors(core.gen, KeyboardInterrupt())
         _join_dispatchers(cores)
 
 

@@ -51,17 +51,21 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         name="distributed",
     ) from exc
 
-from ._checks import check_seconds
 from ._errors import OperationCancelledError
-from ._process import (
-    _dump_reason,
-    _end_cancelled,
-    _exception_of,
-    _log_cancel_errors,
-    _MapResults,
-    _result_of,
+from ._remote import (
+    SHUT_DOWN,
+    ExecutorState,
+    MapResults,
+    RemoteFuture,
+    dump_reason,
+    end_cancelled,
+    end_unstarted,
+    executor_token,
+    log_cancel_errors,
+    map_source,
+    submit_token,
 )
-from ._token import CancellationToken, CancellationTokenSource, current_token, use_token
+from ._token import CancellationToken, CancellationTokenSource, use_token
 
 __all__ = ["DaskExecutor", "DaskFuture"]
 
@@ -132,7 +136,7 @@ def _watch(client: Any, name: str, group: _LocalGroup) -> None:
                 _groups.pop(name, None)
             return
         if fired:
-            _log_cancel_errors(group.source, _read_reason(client, name))
+            log_cancel_errors(group.source, _read_reason(client, name))
             with _wlock:
                 group.dead = time.monotonic()
             return
@@ -167,7 +171,7 @@ def _run_task(
         if fresh:
             try:
                 if distributed.Event(name, client=client).is_set():
-                    _log_cancel_errors(group.source, _read_reason(client, name))
+                    log_cancel_errors(group.source, _read_reason(client, name))
                     group.dead = time.monotonic()
                 else:
                     threading.Thread(
@@ -221,7 +225,7 @@ def _cancel_one(task_id: str, data: bytes) -> None:
     with _wlock:
         source = _running.get(task_id)
     if source is not None:
-        _log_cancel_errors(source, pickle.loads(data))
+        log_cancel_errors(source, pickle.loads(data))
 
 
 def _worker_state() -> dict[str, int]:
@@ -261,7 +265,7 @@ class _Group:
 
 
 @final
-class DaskFuture(Future[_R]):
+class DaskFuture(RemoteFuture[_R]):
     """The future of a `DaskExecutor` task: a `concurrent.futures.Future` with a token.
 
     It stays pending until the task ends (Dask does not report when a task
@@ -282,20 +286,6 @@ class DaskFuture(Future[_R]):
         """The task's token (client side): a child of the submit token and the executor's."""
         source = self._token_source
         return source.token if source is not None else CancellationToken.NONE
-
-    def result(self, timeout: float | None = None) -> _R:
-        """As `concurrent.futures.Future.result`; blocks.
-
-        Raises:
-            OperationCancelledError: The task's token cancelled it.
-            concurrent.futures.CancelledError: ``cancel()`` cancelled it.
-            TimeoutError: Not done within ``timeout``.
-        """
-        return _result_of(self, timeout, self.token)
-
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        """As `concurrent.futures.Future.exception`, raising as `result` does; blocks."""
-        return _exception_of(self, timeout, self.token)
 
     def cancel(self) -> bool:
         """Cancel the task if it has not started executing; True if it is now cancelled.
@@ -347,24 +337,15 @@ class DaskExecutor(Executor):
         """
         if not isinstance(client, distributed.Client):
             raise TypeError(f"client must be a distributed.Client, got {type(client).__name__!r}")
-        if token is None:
-            token = CancellationToken.NONE
-        elif token.__class__ is not CancellationToken:
-            raise TypeError(
-                f"token must be a CancellationToken or None, got {type(token).__name__!r}"
-            )
+        self._state = ExecutorState(executor_token(token))
         self._client = client
-        self._token = token
-        self._lock = threading.Lock()
         self._prefix = f"cancellable-{uuid.uuid4().hex[:12]}"
         self._count = itertools.count()
-        self._gen = CancellationTokenSource()
         self._groups: weakref.WeakKeyDictionary[CancellationToken, _Group] = (
             weakref.WeakKeyDictionary()
         )
         self._default: _Group | None = None
         self._all: set[DaskFuture[Any]] = set()
-        self._shutdown = False
         self._io: queue.SimpleQueue[Callable[[], object] | None] = queue.SimpleQueue()
         self._io_thread: threading.Thread | None = None
         self._lingering: dict[str, CancellationTokenSource] = {}
@@ -381,13 +362,13 @@ class DaskExecutor(Executor):
     @property
     def token(self) -> CancellationToken:
         """The executor's token (`CancellationToken.NONE` if none was given)."""
-        return self._token
+        return self._state.token
 
     # -- the one background thread for scheduler round trips ---------------------
 
     def _post(self, action: Callable[[], object]) -> None:
         """Run ``action`` on the executor's I/O thread (callbacks must not block)."""
-        with self._lock:
+        with self._state.lock:
             if self._io_thread is None:
                 self._io_thread = threading.Thread(
                     target=self._io_loop, name="cancellable-dask-io", daemon=True
@@ -402,7 +383,7 @@ class DaskExecutor(Executor):
                 # An idle timeout, not a poll: see _fetch_loop.
                 action = self._io.get(timeout=_IDLE)
             except queue.Empty:
-                with self._lock:
+                with self._state.lock:
                     if self._io.empty():
                         self._io_thread = None
                         return
@@ -418,17 +399,12 @@ class DaskExecutor(Executor):
 
     def _group_for(self, token: CancellationToken) -> _Group:
         """The live group of ``token`` in this generation. Lock held."""
-        gen = self._gen
+        gen = self._state.gen
         group = self._groups.get(token) if token.can_be_cancelled else self._default
         if group is not None and group.gen is gen and not group.cancelled:
             return group
-        parents = [gen.token]
-        if token.can_be_cancelled:
-            parents.append(token)
-        if self._token.can_be_cancelled:
-            parents.append(self._token)
         name = f"{self._prefix}-{next(self._count)}"
-        group = _Group(name, CancellationTokenSource(*parents), gen)
+        group = _Group(name, self._state.task_source(gen, token), gen)
         if token.can_be_cancelled:
             self._groups[token] = group
         else:
@@ -439,7 +415,7 @@ class DaskExecutor(Executor):
         group = ref()
         if group is None:
             return
-        with self._lock:
+        with self._state.lock:
             group.cancelled = True
             futures = list(group.unfinished.values())
             group.unfinished.clear()
@@ -449,12 +425,12 @@ class DaskExecutor(Executor):
             # Not _settled(): closing the task's source now would detach it
             # before this cancel reaches it (callbacks run before children).
             f._dask = None
-            with self._lock:
+            with self._state.lock:
                 self._all.discard(f)
-            _end_cancelled(f)
+            end_cancelled(f)
         if not submitted:
             return  # no worker ever saw this group: nothing to signal or remove
-        reason = _dump_reason(group.source.token.reason)
+        reason = dump_reason(group.source.token.reason)
         name = group.name
         client = self._client
 
@@ -472,12 +448,12 @@ class DaskExecutor(Executor):
     def _linger(self, name: str) -> None:
         """Remove a set event and its variable once tasks in flight met the start check."""
         timer = CancellationTokenSource(timeout=_LINGER)
-        with self._lock:
+        with self._state.lock:
             self._lingering[name] = timer
         timer.token.register(self._post, lambda: self._remove_event(name))
 
     def _remove_event(self, name: str) -> None:
-        with self._lock:
+        with self._state.lock:
             timer = self._lingering.pop(name, None)
         if timer is None:
             return
@@ -516,26 +492,21 @@ class DaskExecutor(Executor):
             RuntimeError: After `shutdown`.
             TypeError: ``fn`` is not callable or ``token`` is not a token.
         """
-        if token is None:
-            token = current_token()
-        elif token.__class__ is not CancellationToken:
-            raise TypeError(
-                f"token must be a CancellationToken or None, got {type(token).__name__!r}"
-            )
+        token = submit_token(token)
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {type(fn).__name__!r}")
         future: DaskFuture[_R] = DaskFuture()
-        with self._lock:
-            if self._shutdown:
+        with self._state.lock:
+            if self._state.shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-        if token.is_cancellation_requested or self._token.is_cancellation_requested:
+        own = self._state.token
+        if token.is_cancellation_requested or own.is_cancellation_requested:
             # Cancelled already: no group, no scheduler call; fn never runs.
-            future._token_source = CancellationTokenSource(token, self._token)
-            Future.cancel(future)
-            Future.set_running_or_notify_cancel(future)
+            future._token_source = CancellationTokenSource(token, own)
+            end_unstarted(future)
             future._token_source.close()
             return future
-        with self._lock:
+        with self._state.lock:
             group = self._group_for(token)
             new_group = group.reg is None
             if new_group:
@@ -546,11 +517,10 @@ class DaskExecutor(Executor):
         future._token_source = source
         future._executor = self
         if source.is_cancellation_requested:
-            Future.cancel(future)
-            Future.set_running_or_notify_cancel(future)
+            end_unstarted(future)
             source.close()
             return future
-        with self._lock:
+        with self._state.lock:
             group.submitted = True
         task_id = f"{group.name}-{next(self._count)}"
         future._task_id = task_id
@@ -559,7 +529,7 @@ class DaskExecutor(Executor):
             _run_task, task_id, group.name, fn, args, kwargs, key=f"{name}-{task_id}", pure=False
         )
         future._dask = dfut
-        with self._lock:
+        with self._state.lock:
             live = not group.cancelled
             if live:
                 group.unfinished[task_id] = future
@@ -568,7 +538,7 @@ class DaskExecutor(Executor):
             # The group was cancelled while this task was being submitted.
             self._client.cancel([dfut])
             future._dask = None
-            _end_cancelled(future)
+            end_cancelled(future)
             source.close()
             return future
         gref = weakref.ref(group)
@@ -579,12 +549,12 @@ class DaskExecutor(Executor):
         """Dask's done-callback (on a client thread): queue the result fetch."""
         group = gref()
         if group is not None:
-            with self._lock:
+            with self._state.lock:
                 group.unfinished.pop(future._task_id, None)
         if future.done():
             self._settled(future)
             return
-        with self._lock:
+        with self._state.lock:
             self._ready.append((future, df))
             start = not self._fetching
             self._fetching = True
@@ -603,13 +573,13 @@ class DaskExecutor(Executor):
             # and the next result starts a new one.
             woken = self._fetch_wake.acquire(timeout=_IDLE)
             if not woken:
-                with self._lock:
+                with self._state.lock:
                     if not self._ready and not self._fetching:
                         self._fetch_thread = None
                         return
                 continue
             while True:
-                with self._lock:
+                with self._state.lock:
                     batch, self._ready = self._ready, []
                     if not batch:
                         self._fetching = False
@@ -647,7 +617,7 @@ class DaskExecutor(Executor):
         kind, value = outcome
         try:
             if kind == "cancelled":
-                _end_cancelled(future)
+                end_cancelled(future)
             elif kind == "error":
                 future.set_exception(value)
             else:
@@ -658,7 +628,7 @@ class DaskExecutor(Executor):
     def _settled(self, future: DaskFuture[Any]) -> None:
         """Release what a finished future holds: its Dask key and its token."""
         future._dask = None
-        with self._lock:
+        with self._state.lock:
             self._all.discard(future)
         source = future._token_source
         if source is not None:
@@ -674,10 +644,10 @@ class DaskExecutor(Executor):
             return False
         self._client.cancel([dfut])
         self._drop(future)
-        return _end_cancelled(future) or future.cancelled()
+        return end_cancelled(future) or future.cancelled()
 
     def _drop(self, future: DaskFuture[Any]) -> None:
-        with self._lock:
+        with self._state.lock:
             for group in [self._default, *self._groups.values()]:
                 if group is not None:
                     group.unfinished.pop(future._task_id, None)
@@ -686,13 +656,13 @@ class DaskExecutor(Executor):
     def _request_cancel(self, future: DaskFuture[Any], reason: object) -> None:
         source = future._token_source
         if source is not None and not source.closed:
-            _log_cancel_errors(source, reason)
+            log_cancel_errors(source, reason)
         dfut = future._dask
         task_id = future._task_id
-        data = _dump_reason(reason)
+        data = dump_reason(reason)
         client = self._client
         self._drop(future)
-        _end_cancelled(future)
+        end_cancelled(future)
         if dfut is None:
             return
 
@@ -723,19 +693,9 @@ class DaskExecutor(Executor):
             OperationCancelledError: (while iterating) ``token`` was cancelled
                 before the next result could be delivered.
         """
-        if token is None:
-            token = current_token()
-        elif token.__class__ is not CancellationToken:
-            raise TypeError(
-                f"token must be a CancellationToken or None, got {type(token).__name__!r}"
-            )
-        seconds = check_seconds(timeout, "timeout")
-        deadline = None if seconds is None else time.monotonic() + seconds
-        source = (
-            CancellationTokenSource(token) if token.can_be_cancelled else CancellationTokenSource()
-        )
+        token, deadline, source = map_source(timeout, token)
         fs = [self.submit(fn, *args, token=source.token) for args in zip(*iterables)]  # noqa: B905
-        return _MapResults(list(fs), False, deadline, source, token)
+        return MapResults(list(fs), False, deadline, source, token)
 
     def cancel_all(self, reason: object = None) -> None:
         """Cancel every task submitted so far; later submits are unaffected.
@@ -743,10 +703,8 @@ class DaskExecutor(Executor):
         Every unfinished future ends cancelled at once; queued tasks are
         dropped and running ones see their token fire. Does not block.
         """
-        fresh = CancellationTokenSource()
-        with self._lock:
-            old, self._gen = self._gen, fresh
-        _log_cancel_errors(old, reason)
+        old = self._state.new_generation()
+        log_cancel_errors(old, reason)
         old.close()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -757,11 +715,11 @@ class DaskExecutor(Executor):
                 group's event is removed ``_LINGER`` seconds after its cancel).
             cancel_futures: Cancel every task first (as `cancel_all`).
         """
-        with self._lock:
-            self._shutdown = True
+        self._state.refuse_tasks()
+        with self._state.lock:
             pending = list(self._all)
         if cancel_futures:
-            self.cancel_all("the executor was shut down")
+            self.cancel_all(SHUT_DOWN)
         if wait:
             _futures_base.wait(pending)
             # The set events of cancelled groups are removed by their linger
