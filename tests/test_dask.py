@@ -235,6 +235,20 @@ class TestDask:
         event.clear()
         event2.clear()
 
+    def test_a_with_block_left_by_an_exception_cancels_its_tasks(self, client: Any) -> None:
+        event, name = _started(client)
+        executor = cdask.DaskExecutor(client)
+        running = executor.submit(started_then_cooperative, name)
+        assert event.wait(WAIT)
+        try:
+            with executor:
+                raise KeyError("leave")
+        except KeyError:
+            pass
+        assert running.cancelled()
+        assert running.token.reason == "the executor's with block was left by KeyError('leave')"
+        event.clear()
+
     def test_unrelated_operation_cancelled_error_is_ordinary(self, ex: cdask.DaskExecutor) -> None:
         f = ex.submit(tasks.cancel_own_raise)
         assert isinstance(f.exception(WAIT), OperationCancelledError)

@@ -345,8 +345,10 @@ class TestCancellation:
         ex = make_pool()
         f = ex.submit(tasks.cooperative, started)
         assert started.wait(WAIT)
-        assert ex.__exit__(KeyError, KeyError(), None) is False
+        assert ex.__exit__(KeyError, KeyError("leave"), None) is False
         assert f.cancelled()
+        # A text, not the exception: its traceback would keep the block alive.
+        assert f.token.reason == "the executor's with block was left by KeyError('leave')"
 
     def test_request_cancel_on_a_done_future_is_a_no_op(
         self, pool: CancellableProcessPoolExecutor

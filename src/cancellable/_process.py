@@ -1004,9 +1004,15 @@ class CancellableProcessPoolExecutor(ProcessPoolExecutor):
         exc_val: BaseException | None,
         exc_tb: TracebackType | None,
     ) -> Literal[False]:
-        """Shut down and wait; if the block raised (Ctrl-C included), cancel everything first."""
+        """Shut down and wait; if the block raised (Ctrl-C included), cancel everything first.
+
+        As the thread pool's: the reason is a text naming the exception, so
+        that its traceback (and every local of the block) is not kept alive.
+        """
         if exc_type is not None:
-            log_cancel_errors(self._core.refuse_tasks(), exc_val)
+            reason = f"the executor's with block was left by {exc_val!r}"
+            del exc_val, exc_tb
+            log_cancel_errors(self._core.refuse_tasks(), reason)
         self.shutdown(wait=True)
         return False
 

@@ -707,6 +707,18 @@ class DaskExecutor(Executor):
         log_cancel_errors(old, reason)
         old.close()
 
+    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> bool:
+        """Shut down and wait (through `shutdown`); if the block raised, cancel everything first.
+
+        As the thread and process pools: the reason is a text naming the
+        exception, so that its traceback is not kept alive.
+        """
+        if exc_type is not None:
+            self.cancel_all(f"the executor's with block was left by {exc_val!r}")
+            del exc_val, exc_tb
+        self.shutdown(wait=True)
+        return False
+
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting tasks; never closes the client.
 
