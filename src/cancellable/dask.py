@@ -39,7 +39,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
 from concurrent.futures import _base as _futures_base
-from typing import Any, Final, TypeVar, final
+from typing import Any, Final, Literal, TypeVar, final
 
 try:
     # Imported dynamically: ``distributed`` ships no type information, and the
@@ -707,7 +707,7 @@ class DaskExecutor(Executor):
         log_cancel_errors(old, reason)
         old.close()
 
-    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> Literal[False]:
         """Shut down and wait (through `shutdown`); if the block raised, cancel everything first.
 
         As the thread and process pools: the reason is a text naming the
