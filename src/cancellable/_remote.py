@@ -11,7 +11,6 @@ returns.
 
 from __future__ import annotations
 
-import logging
 import pickle
 import threading
 import time
@@ -26,17 +25,17 @@ from ._futures import result as _result_with_token
 from ._token import CancellationToken, CancellationTokenSource, current_token
 
 _R = TypeVar("_R")
-_log = logging.getLogger("cancellable")
 
 SHUT_DOWN: Final = "the executor was shut down"
 
 
 def log_cancel_errors(source: CancellationTokenSource, reason: object) -> None:
-    """Cancel for the library itself: token callback errors go to the logger."""
-    try:
-        source.cancel(reason)
-    except Exception as group:  # an ExceptionGroup of the callbacks' errors
-        _log.error("error in a cancellation callback", exc_info=group)
+    """Cancel for the library itself: token callback errors go to the logger.
+
+    A `KeyboardInterrupt` or `SystemExit` raised meanwhile propagates as
+    itself once every callback ran.
+    """
+    source.token._cancel_and_log(reason)
 
 
 def dump_reason(reason: object) -> bytes:
