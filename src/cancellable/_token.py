@@ -349,6 +349,11 @@ def _cancel_steps(run: _CancelRun) -> None:
             if item.__class__ is _Link:
                 work.append(todo.pop())  # type: ignore[arg-type]
             else:
+                owner = item._token  # type: ignore[union-attr]
+                if owner is not None:
+                    # The interrupt may have landed before the loop named it:
+                    # name it now, so that its fields are cleared once it ran.
+                    owner._running = item
                 # Taking it from the list and starting it is one statement:
                 # nothing lands in between, so it runs exactly once.
                 todo.pop()._fn(*item._args)  # type: ignore[union-attr,misc]
@@ -389,39 +394,62 @@ def _cancel_steps(run: _CancelRun) -> None:
                     work.append((stale,))
             token._links = None
             continue
-        # The callbacks of this token, latest first, until one is a link
-        # (whose child goes on the work list first) or none is left.
+        # The callbacks of this token, latest first (its watchers before
+        # them), until one is a link (whose child goes on the work list first)
+        # or none is left.
+        #
+        # No lock per callback: once cancelled, nothing is added to the
+        # token's watchers or registrations (`register`, `_watch` and
+        # `_attach` check the flag under its lock), so both dicts only shrink
+        # and reading them once is enough; and every other remover takes from
+        # them with one `dict.pop`, which is atomic under the GIL, as this
+        # loop's `popitem` is: each entry goes to exactly one of them. A
+        # registration taken here keeps ``_token`` until it has run, which is
+        # how `_unregister` on another thread knows to wait for it. The lock
+        # taken first orders this loop after any `_remove_linked` that began
+        # while the token still had links.
+        pending: dict[Any, None] | None
+        with lock:  # type: ignore[union-attr]
+            regs = token._regs
+            pending = token._watchers or regs
+        append = todo.append
+        take = todo.pop
+        previous: Any = token._running
+        if previous.__class__ is _Link:
+            previous = None  # a link has nothing to clear
         while True:
-            with lock:  # type: ignore[union-attr]
-                previous = token._running
-                if previous is not None and previous.__class__ is not _Link:
-                    # It ran: only now, so that unregister() meanwhile waited for it.
-                    previous._token, previous._fn, previous._args = None, None, ()  # type: ignore[union-attr]
-                waiters = token._unreg_waiters
-                while waiters:
-                    waiters.pop().release()
-                watchers = token._watchers
-                if watchers:
-                    # The library's hooks first: user callbacks of this token
-                    # then see its bookkeeping done (a freed slot, an ended task).
-                    todo.append(watchers.popitem()[0])  # type: ignore[arg-type]
-                    token._running = todo[-1]
-                else:
-                    token._watchers = None
-                    regs = token._regs
-                    if not regs:
-                        token._unreg_waiters = None
+            if previous is not None:
+                # It ran. Its ``_token`` first: `_unregister` checks it after
+                # queueing its waiter, this loop checks for waiters after it.
+                previous._token, previous._fn, previous._args = None, None, ()
+            if token._unreg_waiters:
+                with lock:  # type: ignore[union-attr]
+                    waiters = token._unreg_waiters
+                    while waiters:
+                        waiters.pop().release()
+            if not pending:
+                # The watchers are done (or there were none): the registrations.
+                pending = regs
+                if not pending:
+                    with lock:  # type: ignore[union-attr]
+                        last = token._unreg_waiters
+                        while last:
+                            last.pop().release()
+                        token._watchers = token._unreg_waiters = None
                         token._regs, token._running, token._canceller = None, None, None
-                        break
-                    todo.append(regs.popitem()[0])
-                    token._running = todo[-1]
-            item = todo[-1]
-            if item.__class__ is _Link:
-                work.append(todo.pop())  # type: ignore[arg-type]
+                    break
+            try:
+                # Taken and put on the list in one statement.
+                append(previous := pending.popitem()[0])  # type: ignore[arg-type]
+            except KeyError:  # another thread took the last one meanwhile
+                continue
+            token._running = previous
+            if previous.__class__ is _Link:
+                work.append(take())  # type: ignore[arg-type]
                 break
             # Taking it from the list and starting it is one statement:
             # nothing lands in between, so it runs exactly once.
-            todo.pop()._fn(*item._args)  # type: ignore[union-attr,misc]
+            take()._fn(*previous._args)  # type: ignore[union-attr,misc]
         if token._canceller is None:
             work.pop()
 
@@ -610,25 +638,33 @@ class CancellationToken:
         waiter = None
         with self._lock:  # type: ignore[union-attr]
             regs = self._regs
-            if regs is not None and reg in regs:
-                if self._links is None:
-                    del regs[reg]
+            if self._links is None:
+                # One atomic pop (GIL): a cancel on another thread takes its
+                # callbacks with `popitem` without this lock.
+                if regs is not None and regs.pop(reg, False) is None:
                     reg._token = None
                     if not regs:
                         # A dict never shrinks by deletion: drop the emptied one.
                         self._regs = None
-                else:
-                    _until_done(_remove_linked, self, reg, [self])
+                    return True
+            elif regs is not None and reg in regs:
+                # Linked, so not cancelling yet: the lock keeps the dict still.
+                _until_done(_remove_linked, self, reg, [self])
                 return True
             run = self._canceller
-            if self._running is reg and run is not None and run.thread != get_ident():
+            if reg._token is self and run is not None and run.thread != get_ident():
+                # Taken by that cancel and not finished: wait until it ran.
                 waiter = allocate_lock()
                 waiter.acquire()
                 if self._unreg_waiters is None:
                     self._unreg_waiters = [waiter]
                 else:
                     self._unreg_waiters.append(waiter)
-        if waiter is not None:
+        # Checked again after queueing: the cancel clears ``_token`` once the
+        # callback ran, then looks for waiters (each step atomic under the
+        # GIL), so either it sees this waiter or this sees the field cleared
+        # and need not wait for the next callback to be released.
+        if waiter is not None and reg._token is self:
             waiter.acquire()  # released once the running callback returns
         return False
 

@@ -1,0 +1,215 @@
+"""The cancel loop without a lock per callback, and the one-parent link.
+
+The cancel loop takes a token's callbacks without its lock, so `unregister()`
+on another thread decides from the registration itself whether to wait. These
+tests pause the cancelling thread at every line it runs in
+``cancellable/_token.py`` (`_faults.PausedThread`) and unregister from another
+thread right there, then check what `unregister()` promised: True means the
+callback never ran, False means it had finished when `unregister()` returned.
+"""
+
+from __future__ import annotations
+
+import _thread
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from _faults import WAIT, PausedThread, package_files
+from _helpers import Injected, holds_nothing, inject_at_each_line
+from cancellable import CancellationTokenRegistration, CancellationTokenSource
+from cancellable import _token as token_module
+
+TOKEN_PY = package_files("_token.py")
+_Built = tuple[CancellationTokenSource, CancellationTokenRegistration]
+
+
+@dataclass
+class _Calls:
+    """Which callbacks started and finished, by name."""
+
+    started: list[str] = field(default_factory=list)
+    finished: list[str] = field(default_factory=list)
+    keep: list[object] = field(default_factory=list)
+
+    def callback(self, name: str) -> Callable[[], None]:
+        def run() -> None:
+            self.started.append(name)
+            self.finished.append(name)
+
+        return run
+
+
+class _ParkSignal:
+    """Stands in for the waiter lock `_unregister` makes; reports when it blocks on it."""
+
+    def __init__(self, decided: threading.Event, parked: threading.Event) -> None:
+        self._lock = _thread.allocate_lock()
+        self._decided = decided
+        self._parked = parked
+        self._acquires = 0
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        self._acquires += 1
+        if self._acquires == 2:  # the first acquire only locks it
+            self._parked.set()
+            self._decided.set()
+        return self._lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self._lock.release()
+
+
+def _unregister_at_every_line(
+    monkeypatch: pytest.MonkeyPatch, build: Callable[[_Calls], _Built], victim: str
+) -> Counter[str]:
+    """Pause the canceller at each of its lines and unregister ``victim`` from another thread.
+
+    Returns how often `unregister()` removed it ("removed"), waited for it to
+    finish ("waited") or found it finished ("finished"), over the walk.
+    """
+    seen: Counter[str] = Counter()
+    n = 0
+    while True:
+        n += 1
+        kind = _unregister_at_line(monkeypatch, build, victim, n)
+        if kind is None:  # the cancel ran through without reaching line n
+            return seen
+        seen[kind] += 1
+
+
+def _unregister_at_line(
+    monkeypatch: pytest.MonkeyPatch, build: Callable[[_Calls], _Built], victim: str, n: int
+) -> str | None:
+    calls = _Calls()
+    source, reg = build(calls)  # real locks: the patch comes after
+    token = source.token
+    decided, parked = threading.Event(), threading.Event()
+    monkeypatch.setattr(token_module, "allocate_lock", lambda: _ParkSignal(decided, parked))
+    # Set when the canceller stops at line n, or when it ends without reaching it.
+    settled = threading.Event()
+    pause = PausedThread(n, files=TOKEN_PY, paused=settled)
+    outcome: list[tuple[bool, bool]] = []
+
+    def canceller() -> None:
+        pause.arm()
+        try:
+            source.cancel()
+        finally:
+            pause.disarm()
+            settled.set()
+
+    def unregisterer() -> None:
+        result = reg.unregister()
+        outcome.append((result, victim in calls.finished))
+        decided.set()
+
+    pause.install()
+    try:
+        thread = threading.Thread(target=canceller)
+        thread.start()
+    finally:
+        pause.uninstall()
+    try:
+        assert settled.wait(WAIT)
+        if pause.where is None:
+            return None
+        assert token._lock is not None
+        lock_held = token._lock.locked()
+        other = threading.Thread(target=unregisterer)
+        other.start()
+        if not lock_held:
+            # It returns or parks while the canceller stands still at line n.
+            assert decided.wait(WAIT), f"unregister() neither returned nor parked ({pause.where})"
+        pause.resume.set()
+        thread.join(WAIT)
+        other.join(WAIT)
+        assert not other.is_alive()
+    finally:
+        pause.resume.set()
+        thread.join(WAIT)
+        monkeypatch.undo()
+    assert not thread.is_alive()
+    result, finished = outcome[0]
+    assert calls.started == calls.finished
+    assert len(calls.started) == len(set(calls.started)), "a callback ran twice"
+    assert token._running is None
+    assert token._unreg_waiters is None
+    assert holds_nothing(token)
+    if result:
+        assert victim not in calls.started, pause.where
+        return "removed"
+    assert finished, f"unregister() returned False before the callback finished ({pause.where})"
+    assert victim in calls.started
+    return "waited" if parked.is_set() else "finished"
+
+
+def _three(calls: _Calls) -> _Built:
+    source = CancellationTokenSource()
+    source.token.register(calls.callback("a"))
+    reg = source.token.register(calls.callback("b"))
+    source.token.register(calls.callback("c"))
+    return source, reg
+
+
+def _with_a_child(calls: _Calls) -> _Built:
+    # The victim sits below a link: the loop leaves for the child and comes back.
+    source = CancellationTokenSource()
+    reg = source.token.register(calls.callback("b"))
+    child = CancellationTokenSource(source.token)
+    child.token.register(calls.callback("child"))
+    source.token.register(calls.callback("c"))
+    source.token.register(calls.callback("child-kept-alive"))
+    calls.keep.append(child)
+    return source, reg
+
+
+class TestUnregisterWhileTheCancelRunsElsewhere:
+    @pytest.mark.timeout(120)
+    def test_true_means_never_ran_and_false_means_finished_at_every_line(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        seen = _unregister_at_every_line(monkeypatch, _three, "b")
+        assert min(seen["removed"], seen["waited"], seen["finished"]) > 0, seen
+
+    @pytest.mark.timeout(120)
+    def test_the_same_with_a_linked_child_between_the_callbacks(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        seen = _unregister_at_every_line(monkeypatch, _with_a_child, "b")
+        assert min(seen["removed"], seen["waited"], seen["finished"]) > 0, seen
+
+
+class _Registered:
+    def __init__(self) -> None:
+        self.ran: list[int] = []
+        self.source = CancellationTokenSource()
+        self.regs = [self.source.token.register(self.ran.append, i) for i in range(4)]
+
+
+class TestCtrlCInTheCancelLoop:
+    def test_every_callback_runs_once_and_its_registration_lets_go_of_it(self) -> None:
+        def check(state: _Registered, error: BaseException | None) -> None:
+            assert error is None or type(error) is Injected
+            state.source.cancel()  # a no-op if the first got through
+            assert sorted(state.ran) == [0, 1, 2, 3]
+            for reg in state.regs:
+                # Cleared once it ran, even when the interrupt landed between
+                # taking it and naming it as the running one.
+                assert reg._token is None
+                assert reg._fn is None
+                assert reg._args == ()
+                assert reg.unregister() is False
+            token = state.source.token
+            assert token._running is None
+            assert token._canceller is None
+            assert token._lock is not None
+            assert not token._lock.locked()
+
+        report = inject_at_each_line(
+            lambda state: state.source.cancel(), files=TOKEN_PY, check=check, setup=_Registered
+        )
+        assert report.lines > 30
