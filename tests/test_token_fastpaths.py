@@ -11,7 +11,9 @@ callback never ran, False means it had finished when `unregister()` returned.
 from __future__ import annotations
 
 import _thread
+import gc
 import threading
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,8 +22,9 @@ import pytest
 
 from _faults import WAIT, PausedThread, package_files
 from _helpers import Injected, holds_nothing, inject_at_each_line
-from cancellable import CancellationTokenRegistration, CancellationTokenSource
+from cancellable import CancellationToken, CancellationTokenRegistration, CancellationTokenSource
 from cancellable import _token as token_module
+from cancellable._token import _token_stats
 
 TOKEN_PY = package_files("_token.py")
 _Built = tuple[CancellationTokenSource, CancellationTokenRegistration]
@@ -213,3 +216,180 @@ class TestCtrlCInTheCancelLoop:
             lambda state: state.source.cancel(), files=TOKEN_PY, check=check, setup=_Registered
         )
         assert report.lines > 30
+
+
+class TestOneParent:
+    def test_the_parent_cancel_reaches_the_child_with_its_reason(self) -> None:
+        parent = CancellationTokenSource()
+        child = CancellationTokenSource(parent.token)
+        ran: list[object] = []
+        child.token.register(lambda: ran.append(child.token.reason))
+        assert _token_stats(child.token).parents == 1
+        assert _token_stats(parent.token).children == 1
+        parent.cancel("stop")
+        assert ran == ["stop"]
+        assert _token_stats(parent.token).children == 0
+
+    def test_a_child_of_a_cancelled_parent_is_born_cancelled(self) -> None:
+        parent = CancellationTokenSource()
+        parent.cancel("early")
+        child = CancellationTokenSource(parent.token)
+        assert child.token.reason == "early"
+        assert _token_stats(child.token).parents == 0
+
+    def test_a_child_of_none_has_no_parent(self) -> None:
+        child = CancellationTokenSource(CancellationToken.NONE)
+        assert _token_stats(child.token).parents == 0
+        assert not child.token.is_cancellation_requested
+
+    def test_a_dropped_child_is_collected_and_its_link_removed(self) -> None:
+        parent = CancellationTokenSource()
+        child = CancellationTokenSource(parent.token)
+        alive = weakref.ref(child.token)
+        del child
+        gc.collect()
+        assert alive() is None
+        assert holds_nothing(parent.token)
+
+    def test_a_child_held_strongly_while_it_has_callbacks_and_let_go_after(self) -> None:
+        parent = CancellationTokenSource()
+        child = CancellationTokenSource(parent.token)
+        reg = child.token.register(int)
+        assert _token_stats(parent.token).strong_children == 1
+        assert _token_stats(child.token).held_strongly
+        reg.unregister()
+        assert _token_stats(parent.token).strong_children == 0
+        child.close()
+        assert holds_nothing(parent.token)
+        assert _token_stats(child.token).parents == 0
+
+    def test_a_parent_given_twice_is_one_link(self) -> None:
+        parent = CancellationTokenSource()
+        child = CancellationTokenSource(parent.token, parent.token)
+        assert _token_stats(parent.token).children == 1
+        parent.cancel()
+        assert child.token.is_cancellation_requested
+
+    def test_wrong_parents_are_rejected_by_name(self) -> None:
+        parent = CancellationTokenSource()
+        with pytest.raises(TypeError, match=r"pass source\.token, not the source"):
+            CancellationTokenSource(parent)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="got 'int'"):
+            CancellationTokenSource(3)  # type: ignore[arg-type]
+        assert holds_nothing(parent.token)
+
+    def test_a_child_costs_one_tracked_object_more_than_a_root(self) -> None:
+        # The weak link; no tuple of one link. (Fewer objects the collector
+        # tracks, fewer collections for a program making a child per request.)
+        parent = CancellationTokenSource()
+        first = CancellationTokenSource(parent.token)  # the parent's dict exists from here
+        count = 1000
+
+        def tracked(make: Callable[[], CancellationTokenSource]) -> int:
+            gc.collect()
+            gc.disable()
+            try:
+                before = len(gc.get_objects())
+                made = [make() for _ in range(count)]
+                assert len(made) == count
+                return len(gc.get_objects()) - before - 1  # the list
+            finally:
+                gc.enable()
+
+        roots = tracked(CancellationTokenSource)
+        children = tracked(lambda: CancellationTokenSource(parent.token))
+        assert children - roots == count
+        assert _token_stats(parent.token).children == 1  # the others went when dropped
+        del first
+
+    def test_ctrl_c_in_the_constructor_leaves_no_half_linked_child(self) -> None:
+        def scenario(state: tuple[CancellationTokenSource, list[CancellationTokenSource]]) -> None:
+            parent, made = state
+            made.append(CancellationTokenSource(parent.token))
+
+        def check(
+            state: tuple[CancellationTokenSource, list[CancellationTokenSource]],
+            error: BaseException | None,
+        ) -> None:
+            assert error is None or type(error) is Injected
+            parent, made = state
+            assert parent.token._lock is not None
+            assert not parent.token._lock.locked()
+            if made:
+                # A child the caller got is linked whole.
+                child = made[0]
+                assert _token_stats(child.token).parents == 1
+                assert _token_stats(parent.token).children == 1
+                parent.cancel("stop")
+                assert child.token.reason == "stop"
+            else:
+                # The caller got nothing; the parent holds nothing strongly,
+                # and the weak link goes with the unreachable token.
+                assert error is not None
+                assert _token_stats(parent.token).strong_children == 0
+                error.__traceback__ = None  # which holds the frames that held the token
+                del error
+                gc.collect()
+                assert holds_nothing(parent.token)
+
+        report = inject_at_each_line(
+            scenario, files=TOKEN_PY, check=check, setup=lambda: (CancellationTokenSource(), [])
+        )
+        assert report.lines > 10
+
+    @pytest.mark.timeout(60)
+    def test_a_parent_cancel_at_every_line_of_the_constructor_reaches_the_child(self) -> None:
+        n = 0
+        while _cancel_parent_at_line(n := n + 1):
+            pass
+        assert n > 10
+
+
+def _cancel_parent_at_line(n: int) -> bool:
+    """Build a child on a thread paused at its n-th line; cancel the parent there.
+
+    Returns False once the constructor runs through without reaching line n.
+    """
+    parent = CancellationTokenSource()
+    made: list[CancellationTokenSource] = []
+    settled = threading.Event()
+    pause = PausedThread(n, files=TOKEN_PY, paused=settled)
+
+    def build() -> None:
+        pause.arm()
+        try:
+            made.append(CancellationTokenSource(parent.token))
+        finally:
+            pause.disarm()
+            settled.set()
+
+    pause.install()
+    try:
+        builder = threading.Thread(target=build)
+        builder.start()
+    finally:
+        pause.uninstall()
+    canceller = None
+    try:
+        assert settled.wait(WAIT)
+        if pause.where is None:
+            return False
+        assert parent.token._lock is not None
+        if parent.token._lock.locked():
+            # Paused holding the parent's lock: cancel from elsewhere, it waits.
+            canceller = threading.Thread(target=parent.cancel, args=("stop",))
+            canceller.start()
+        else:
+            parent.cancel("stop")
+    finally:
+        pause.resume.set()
+        builder.join(WAIT)
+        if canceller is not None:
+            canceller.join(WAIT)
+    assert not builder.is_alive()
+    (child,) = made
+    # Linked before the cancel or born after it: either way it is cancelled.
+    assert child.token.reason == "stop", pause.where
+    assert holds_nothing(parent.token)
+    assert _token_stats(child.token).parents == 0
+    return True

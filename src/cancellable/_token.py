@@ -227,13 +227,20 @@ def _until_done(step: Callable[..., object], *args: object) -> None:
         raise first
 
 
+def _each_link(links: _Link | tuple[_Link, ...]) -> tuple[_Link, ...]:
+    """The links of a token's ``_links`` field: one link is kept without a tuple."""
+    return (links,) if links.__class__ is _Link else links  # type: ignore[return-value]
+
+
 def _holds_wrongly(token: CancellationToken) -> bool:
     """Whether a parent holds ``token`` otherwise than its count says (its lock held)."""
     links = token._links
-    if not links or token._cancelled or token._closed:
+    if links is None or token._cancelled or token._closed:
         return False
     want = token._nstrong > 0
-    return any((link.strong is not None) is not want for link in links)
+    if links.__class__ is _Link:
+        return (links.strong is not None) is not want
+    return any((link.strong is not None) is not want for link in links)  # type: ignore[union-attr]
 
 
 def _fix_holds(token: CancellationToken) -> list[CancellationToken]:
@@ -244,13 +251,13 @@ def _fix_holds(token: CancellationToken) -> list[CancellationToken]:
     A cancelled or closed token is being detached: nothing to hold then.
     """
     links = token._links
-    if not links or token._cancelled or token._closed:
+    if links is None or token._cancelled or token._closed:
         return []
     want = token._nstrong > 0
     held = token if want else None
     delta = 1 if want else -1
     stale = []
-    for link in links:
+    for link in _each_link(links):
         parent = link.parent
         with parent._lock:  # type: ignore[union-attr]
             if (link.strong is not None) is not want:
@@ -388,7 +395,7 @@ def _cancel_steps(run: _CancelRun) -> None:
             token._deadline = None
         links = token._links
         if links is not None:
-            for link in links:
+            for link in _each_link(links):
                 stale = _detach_link(link)
                 if stale is not None:
                     work.append((stale,))
@@ -494,7 +501,9 @@ class CancellationToken:
     # strongly held children, the reasons for the parents to hold it strongly.
     # Not kept up once it has none (a root, or after close or cancel).
     _nstrong: int
-    _links: tuple[_Link, ...] | None
+    # One link as itself (the common case: no tuple to allocate), several
+    # as a tuple; see `_each_link`.
+    _links: _Link | tuple[_Link, ...] | None
     _deadline: _timer.Entry | None
     _closed: bool
     _running: _Registration | None
@@ -831,7 +840,40 @@ def _attach(child: CancellationToken, links: list[_Link]) -> None:
 
 
 def _link(child: CancellationToken, parents: tuple[object, ...]) -> None:
-    """Link a new token to its parents, or cancel it if one already is."""
+    """Link a new token to its parents, or cancel it if one already is.
+
+    The one-parent path is not resumable, and need not be: the token is new,
+    so if an interrupt lands in here nobody has it yet (the caller never gets
+    it). All the parent can be left with is the weak link, which goes when the
+    token is collected.
+    """
+    if len(parents) == 1:
+        # One parent (a child of a long-lived token per request, say): no
+        # lists, one link kept without a tuple.
+        parent: CancellationToken = parents[0]  # type: ignore[assignment]
+        if parent.__class__ is not CancellationToken:
+            parent = _check_parent(parent)
+        lock = parent._lock
+        if lock is None:
+            return
+        if parent._cancelled:
+            child._cancel_and_log(parent._reason)
+            return
+        link = _Link(child, _link_died)
+        link.parent = parent
+        link.strong = None
+        child._links = link
+        with lock:
+            if not parent._cancelled:
+                regs = parent._regs
+                if regs is None:
+                    regs = parent._regs = {}
+                regs[link] = None
+                return
+            reason = parent._reason
+        # Cancelled meanwhile: the cancel detaches the link (never added).
+        child._cancel_and_log(reason)
+        return
     unique: list[CancellationToken] = []
     for candidate in parents:
         parent = _check_parent(candidate)
@@ -863,10 +905,15 @@ def _close_steps(token: CancellationToken, stale: list[CancellationToken]) -> No
             token._deadline = None
     links = token._links
     if links is not None:
-        for link in links:
-            parent = _detach_link(link)
+        if links.__class__ is _Link:
+            parent = _detach_link(links)
             if parent is not None:
                 stale.append(parent)
+        else:
+            for link in links:  # type: ignore[union-attr]
+                parent = _detach_link(link)
+                if parent is not None:
+                    stale.append(parent)
         token._links = None
     if stale:
         _sync_holds(stale, None)
@@ -1098,7 +1145,7 @@ def _token_stats(token: CancellationToken) -> TokenStats:
         return TokenStats(0, 0, 0, 0, False)
     with lock:
         regs = list(token._regs or ())
-        links = token._links or ()
+        links = _each_link(token._links) if token._links is not None else ()
         children = [reg for reg in regs if reg.__class__ is _Link]
         return TokenStats(
             registrations=len(regs) - len(children),
