@@ -393,3 +393,32 @@ def _cancel_parent_at_line(n: int) -> bool:
     assert holds_nothing(parent.token)
     assert _token_stats(child.token).parents == 0
     return True
+
+
+class TestCancellingAChildDirectly:
+    def test_its_ancestors_let_go_of_it_and_its_children_follow(self) -> None:
+        root = CancellationTokenSource()
+        middle = CancellationTokenSource(root.token)
+        leaf = CancellationTokenSource(middle.token)
+        ran: list[str] = []
+        leaf.token.register(ran.append, "leaf")
+        middle.token.register(ran.append, "middle")
+        # The registrations make each parent hold its child strongly.
+        assert _token_stats(root.token).strong_children == 1
+        middle.cancel("stop")
+        assert ran == ["middle", "leaf"]  # latest first: the link came before "middle"
+        assert leaf.token.reason == "stop"
+        assert not root.token.is_cancellation_requested
+        assert holds_nothing(root.token)
+        assert _token_stats(root.token).strong_children == 0
+        root.cancel()
+        assert ran == ["middle", "leaf"]  # nothing runs twice
+
+    def test_a_child_of_two_parents_leaves_the_one_not_cancelled(self) -> None:
+        first, second = CancellationTokenSource(), CancellationTokenSource()
+        child = CancellationTokenSource(first.token, second.token)
+        child.token.register(int)
+        first.cancel()
+        assert child.token.is_cancellation_requested
+        assert holds_nothing(second.token)
+        assert _token_stats(second.token).strong_children == 0

@@ -372,10 +372,9 @@ def _cancel_steps(run: _CancelRun) -> None:
             child = top.strong or top()
             if child is None:
                 work.pop()
-            else:
-                work[-1] = child
-            continue
-        if top.__class__ is tuple:
+                continue
+            work[-1] = top = child  # and on with it at once
+        elif top.__class__ is tuple:
             parent = top[0]
             with parent._lock:  # type: ignore[union-attr]
                 work[-1:] = [(stale,) for stale in _fix_holds(parent)]
@@ -395,12 +394,25 @@ def _cancel_steps(run: _CancelRun) -> None:
             token._deadline = None
         links = token._links
         if links is not None:
-            for link in _each_link(links):
-                stale = _detach_link(link)
-                if stale is not None:
-                    work.append((stale,))
-            token._links = None
-            continue
+            if links.__class__ is _Link:
+                # A cancelled parent has taken the link from its callbacks
+                # (it is how this cancel came here) or will, and keeps no
+                # count of its children any more: nothing to detach then.
+                if not links.parent._cancelled:
+                    stale = _detach_link(links)
+                    if stale is not None:
+                        work.append((stale,))
+            else:
+                for link in links:  # type: ignore[union-attr]
+                    stale = _detach_link(link)
+                    if stale is not None:
+                        work.append((stale,))
+            # Under the lock: an unregister that began while the token still
+            # had links (`_remove_linked`) is over before the loop below.
+            with lock:  # type: ignore[union-attr]
+                token._links = None
+            if work[-1] is not token:
+                continue  # parents whose holds must change go first
         # The callbacks of this token, latest first (its watchers before
         # them), until one is a link (whose child goes on the work list first)
         # or none is left.
@@ -410,15 +422,13 @@ def _cancel_steps(run: _CancelRun) -> None:
         # `_attach` check the flag under its lock), so both dicts only shrink
         # and reading them once is enough; and every other remover takes from
         # them with one `dict.pop`, which is atomic under the GIL, as this
-        # loop's `popitem` is: each entry goes to exactly one of them. A
-        # registration taken here keeps ``_token`` until it has run, which is
-        # how `_unregister` on another thread knows to wait for it. The lock
-        # taken first orders this loop after any `_remove_linked` that began
-        # while the token still had links.
-        pending: dict[Any, None] | None
-        with lock:  # type: ignore[union-attr]
-            regs = token._regs
-            pending = token._watchers or regs
+        # loop's `popitem` is: each entry goes to exactly one of them (the
+        # one remover that does more, `_remove_linked`, runs only while the
+        # token has links, and the lock above ends that). A registration
+        # taken here keeps ``_token`` until it has run, which is how
+        # `_unregister` on another thread knows to wait for it.
+        regs = token._regs
+        pending: dict[Any, None] | None = token._watchers or regs
         append = todo.append
         take = todo.pop
         previous: Any = token._running
@@ -447,7 +457,7 @@ def _cancel_steps(run: _CancelRun) -> None:
                     break
             try:
                 # Taken and put on the list in one statement.
-                append(previous := pending.popitem()[0])  # type: ignore[arg-type]
+                append(previous := pending.popitem()[0])
             except KeyError:  # another thread took the last one meanwhile
                 continue
             token._running = previous
