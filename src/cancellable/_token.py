@@ -388,6 +388,9 @@ def _cancel_steps(run: _CancelRun) -> None:
                     continue
                 token._cancelled_at = time.monotonic()
                 token._reason, token._cancelled, token._canceller = run.reason, True, run
+                links = token._links
+                if links.__class__ is _Link and links.parent._cancelled:
+                    token._links = None  # nothing to detach: see below
         deadline = token._deadline
         if deadline is not None:
             _timer.TIMER.disarm(deadline)
