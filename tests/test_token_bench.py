@@ -24,7 +24,7 @@ def test_against_another_tree_reports_every_workload() -> None:
         sys.modules.pop("cancellable_before", None)
         for name in [n for n in sys.modules if n.startswith("cancellable_before.")]:
             del sys.modules[name]
-    assert "| workload | before | after | ratio |" in report
+    assert "| workload | before | after | ratio | best before | best after | ratio |" in report
     for workload in ("ns per callback", "ns per child", "`CancellationTokenSource()`", "dropped"):
         assert workload in report, workload
 
