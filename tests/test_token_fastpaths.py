@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import _thread
 import gc
+import linecache
 import threading
 import weakref
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
 
 import pytest
 
@@ -422,3 +425,132 @@ class TestCancellingAChildDirectly:
         assert child.token.is_cancellation_requested
         assert holds_nothing(second.token)
         assert _token_stats(second.token).strong_children == 0
+
+
+class _ReportingLock:
+    """A token lock (``with`` and ``acquire``/``release``) that reports a thread about to block."""
+
+    def __init__(self, blocked: Callable[[], None]) -> None:
+        self._lock = _thread.allocate_lock()
+        self._blocked = blocked
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if blocking and not self._lock.acquire(False):
+            self._blocked()
+            return self._lock.acquire(True, timeout)
+        return True if blocking else self._lock.acquire(False)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class _Stops:
+    """Stops named threads at the first line of a function whose text starts as given."""
+
+    def __init__(self, where: dict[str, tuple[str, str]]) -> None:
+        self.where = where
+        self.reached = {name: threading.Event() for name in where}
+        self.go = {name: threading.Event() for name in where}
+
+    def trace(self, frame: FrameType, event: str, arg: object) -> Any:
+        name = threading.current_thread().name
+        if name not in self.where or frame.f_code.co_filename not in TOKEN_PY:
+            return None
+        return self._local
+
+    def _local(self, frame: FrameType, event: str, arg: object) -> Any:
+        name = threading.current_thread().name
+        function, text = self.where[name]
+        if (
+            event == "line"
+            and not self.reached[name].is_set()
+            and frame.f_code.co_name == function
+            and linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip() == text
+        ):
+            self.reached[name].set()
+            self.go[name].wait(WAIT)
+        return self._local
+
+
+class TestCloseUnregisterAndCancelAtOnce:
+    @pytest.mark.timeout(60)
+    def test_an_unregister_begun_while_linked_still_wins_over_the_cancel(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # The close has marked the token closed and is about to drop its link;
+        # the cancel has marked it cancelled; the unregister, which saw the
+        # link, is half-way through removing the callback. Whatever order they
+        # finish in, a True from unregister() means the callback never runs.
+        blocked = threading.Event()  # the canceller is about to wait for a token's lock
+
+        def report() -> None:
+            if threading.current_thread().name == "canceller":
+                blocked.set()
+
+        monkeypatch.setattr(token_module, "allocate_lock", lambda: _ReportingLock(report))
+        parent = CancellationTokenSource()
+        child = CancellationTokenSource(parent.token)
+        ran: list[int] = []
+        reg = child.token.register(ran.append, 1)
+        monkeypatch.undo()
+        stops = _Stops(
+            {
+                "closer": ("_close_steps", "links = token._links"),
+                "canceller": ("_cancel_steps", "deadline = token._deadline"),
+                "unregisterer": ("_remove_linked", "regs = token._regs"),
+            }
+        )
+        result: list[bool] = []
+        threads = {
+            "closer": threading.Thread(target=child.close, name="closer"),
+            "canceller": threading.Thread(target=child.cancel, name="canceller"),
+            "unregisterer": threading.Thread(
+                target=lambda: result.append(reg.unregister()), name="unregisterer"
+            ),
+        }
+        threading.settrace(stops.trace)
+        try:
+            for name in ("closer", "canceller", "unregisterer"):
+                threads[name].start()
+                assert stops.reached[name].wait(WAIT), name
+        finally:
+            threading.settrace(None)  # type: ignore[arg-type]
+        try:
+            # The unregisterer holds the token's lock now.
+            stops.go["closer"].set()
+            canceller_done = threading.Event()
+            stops.go["canceller"].set()
+            watcher = threading.Thread(
+                target=lambda: (threads["canceller"].join(WAIT), canceller_done.set())
+            )
+            watcher.start()
+            # The cancel either ends (taking the callback) or blocks on the lock.
+            assert _either(blocked, canceller_done)
+        finally:
+            for go in stops.go.values():
+                go.set()
+            for thread in threads.values():
+                thread.join(WAIT)
+        watcher.join(WAIT)
+        assert not any(thread.is_alive() for thread in threads.values())
+        assert result == [True]
+        assert ran == []
+        assert child.token.is_cancellation_requested
+        assert holds_nothing(parent.token)
+
+
+def _either(first: threading.Event, second: threading.Event) -> bool:
+    """Wait until one of two Events is set (at most WAIT seconds)."""
+    both = threading.Event()
+    for event in (first, second):
+        threading.Thread(target=lambda e=event: (e.wait(WAIT), both.set()), daemon=True).start()
+    return both.wait(WAIT) and (first.is_set() or second.is_set())

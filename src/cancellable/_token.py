@@ -515,7 +515,10 @@ class CancellationToken:
     # Not kept up once it has none (a root, or after close or cancel).
     _nstrong: int
     # One link as itself (the common case: no tuple to allocate), several
-    # as a tuple; see `_each_link`.
+    # as a tuple; see `_each_link`. Once set, it goes back to None only
+    # under the token's lock (cancel, close): an unregister that saw links
+    # (`_remove_linked`, which is not one atomic pop) is then over before a
+    # cancel takes the callbacks without the lock.
     _links: _Link | tuple[_Link, ...] | None
     _deadline: _timer.Entry | None
     _closed: bool
@@ -927,7 +930,8 @@ def _close_steps(token: CancellationToken, stale: list[CancellationToken]) -> No
                 parent = _detach_link(link)
                 if parent is not None:
                     stale.append(parent)
-        token._links = None
+        with token._lock:  # type: ignore[union-attr]
+            token._links = None  # under the lock: see the field's comment
     if stale:
         _sync_holds(stale, None)
 
