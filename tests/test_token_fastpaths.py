@@ -301,7 +301,9 @@ class TestOneParent:
 
         roots = tracked(CancellationTokenSource)
         children = tracked(lambda: CancellationTokenSource(parent.token))
-        assert children - roots == count
+        # One more per child (two with a tuple of one link); a little slack
+        # for whatever another thread allocates meanwhile.
+        assert count * 0.9 < children - roots < count * 1.1, (children - roots) / count
         assert _token_stats(parent.token).children == 1  # the others went when dropped
         del first
 

@@ -3,7 +3,9 @@
 A `CancellationToken` holds all the state; its `CancellationTokenSource` is
 the handle that may cancel it. Each token keeps its callback registrations in
 a dict used as an ordered set, so registering and unregistering are O(1) and
-cancelling pops them latest first.
+cancelling pops them latest first, without the token's lock: once a token is
+cancelled its dicts only shrink, and every remover takes from them with one
+atomic pop (relying on the GIL; see `_cancel_steps`).
 
 Linking a child source to a parent puts a `_Link` into the parent's
 registrations. A link is a weak reference to the child token, so a parent
