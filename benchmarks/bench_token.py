@@ -4,22 +4,35 @@ Run with ``python -m benchmarks.bench_token [--quick]``. Every comparison runs
 ours and the stdlib in this one process, interleaved round by round (see
 `benchmarks._harness`), and reports medians and ratios. Targets are printed
 next to the figures; nothing here asserts them.
+
+``--against DIR`` instead compares this tree's token core with another tree
+of the package (``DIR`` holds its ``cancellable/``, e.g. an export of an
+older commit's ``src``), imported in the same process under another name and
+interleaved round by round with this one: the cancel loop and child creation,
+before and after.
 """
 
 from __future__ import annotations
 
+import argparse
+import datetime
 import gc
+import importlib.util
+import sys
 import threading
 import time
 import timeit
 import tracemalloc
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 
+import cancellable
 from benchmarks._harness import (
     Row,
-    cli,
     compare,
     header,
+    machine,
     markdown_table,
     percentile,
     quantile_table,
@@ -27,7 +40,7 @@ from benchmarks._harness import (
 )
 from cancellable import CancellationToken, CancellationTokenSource
 
-__all__ = ["run"]
+__all__ = ["against", "load_tree", "run"]
 
 
 def _noop() -> None:
@@ -267,6 +280,101 @@ def _wake_latency(quick: bool, tiny: bool = False) -> str:
     return "\n".join(lines)
 
 
+def load_tree(src: str | Path, name: str = "cancellable_before") -> ModuleType:
+    """Import the package found in ``src``/cancellable under the module name ``name``.
+
+    Its classes still say ``cancellable`` in their ``__module__``, so this
+    tree's package must be imported first (it is, by this module).
+    """
+    init = Path(src) / "cancellable" / "__init__.py"
+    if not init.is_file():
+        raise ValueError(f"no cancellable/__init__.py under {str(src)!r}")
+    spec = importlib.util.spec_from_file_location(
+        name, init, submodule_search_locations=[str(init.parent)]
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cancel_per_callback(package: ModuleType, size: int) -> Callable[[], float]:
+    """ns per callback of one ``cancel()`` with ``size`` plain registrations."""
+
+    def measure() -> float:
+        source = package.CancellationTokenSource()
+        token = source.token
+        for _ in range(size):
+            token.register(_noop)
+        return timed(source.cancel) / size * 1e9
+
+    return measure
+
+
+def _cancel_per_child(package: ModuleType, size: int) -> Callable[[], float]:
+    """ns per child of one ``cancel()`` reaching ``size`` children with a callback each."""
+
+    def measure() -> float:
+        parent = package.CancellationTokenSource()
+        children = [package.CancellationTokenSource(parent.token) for _ in range(size)]
+        for child in children:
+            child.token.register(_noop)
+        return timed(parent.cancel) / size * 1e9
+
+    return measure
+
+
+def _create(package: ModuleType, stmt: str, number: int) -> Callable[[], float]:
+    def env() -> dict[str, object]:
+        source = package.CancellationTokenSource
+        return {"Source": source, "parent": source().token}
+
+    return _ns_per_op(stmt, env, number)
+
+
+def against(src: str | Path, quick: bool = False, *, tiny: bool = False) -> str:
+    """Compare this tree's token core with the one in ``src``, interleaved; return markdown."""
+    before = load_tree(src)
+    trees = {"before": before, "after": cancellable}
+    size = 100 if tiny else 20_000 if quick else 100_000
+    children = 100 if tiny else 2_000 if quick else 20_000
+    number = 100 if tiny else 20_000 if quick else 100_000
+    rounds = 1 if tiny else 5 if quick else 11
+    workloads: dict[str, Callable[[ModuleType], Callable[[], float]]] = {
+        f"`cancel()` of {size:,} plain registrations, ns per callback": lambda p: (
+            _cancel_per_callback(p, size)
+        ),
+        f"`cancel()` of a parent reaching {children:,} children (one callback each), "
+        "ns per child": lambda p: _cancel_per_child(p, children),
+        "`CancellationTokenSource()`, ns": lambda p: _create(p, "Source()", number),
+        "`CancellationTokenSource(parent)`, dropped, ns": lambda p: _create(
+            p, "Source(parent)", number
+        ),
+        "`CancellationTokenSource(parent).close()`, ns": lambda p: _create(
+            p, "Source(parent).close()", number
+        ),
+    }
+    lines = [
+        f"**This tree against `{src}`** ({rounds} interleaved rounds, collector off while "
+        "timing; median, and the best round, which a shared machine disturbs least; "
+        "ratio after/before, lower is better)",
+        "",
+        "| workload | before | after | ratio | best before | best after | ratio |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for title, workload in workloads.items():
+        rows = compare({name: workload(tree) for name, tree in trees.items()}, rounds=rounds)
+        old, new = (row.median for row in rows)
+        best_old, best_new = (min(row.samples) for row in rows)
+        lines.append(
+            f"| {title} | {old:.0f} | {new:.0f} | {new / old:.2f} "
+            f"| {best_old:.0f} | {best_new:.0f} | {best_new / best_old:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def run(quick: bool = False, *, tiny: bool = False) -> str:
     """Run every token benchmark and return the results as markdown.
 
@@ -285,7 +393,23 @@ def run(quick: bool = False, *, tiny: bool = False) -> str:
 
 
 def main() -> None:
-    cli(run, __doc__)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="small sizes, a few seconds")
+    parser.add_argument(
+        "--against",
+        metavar="DIR",
+        help="compare with the package in DIR/cancellable (e.g. an older commit's src)",
+    )
+    args = parser.parse_args()
+    if args.against is not None:
+        when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        command = f"python -m benchmarks.bench_token --against {args.against}" + (
+            " --quick" if args.quick else ""
+        )
+        print(f"`{command}` on {when}; {machine()}.\n")
+        print(against(args.against, quick=args.quick))
+        return
+    print(run(quick=args.quick))
 
 
 if __name__ == "__main__":

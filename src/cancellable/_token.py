@@ -3,7 +3,9 @@
 A `CancellationToken` holds all the state; its `CancellationTokenSource` is
 the handle that may cancel it. Each token keeps its callback registrations in
 a dict used as an ordered set, so registering and unregistering are O(1) and
-cancelling pops them latest first.
+cancelling pops them latest first, without the token's lock: once a token is
+cancelled its dicts only shrink, and every remover takes from them with one
+atomic pop (relying on the GIL; see `_cancel_steps`).
 
 Linking a child source to a parent puts a `_Link` into the parent's
 registrations. A link is a weak reference to the child token, so a parent
@@ -227,13 +229,20 @@ def _until_done(step: Callable[..., object], *args: object) -> None:
         raise first
 
 
+def _each_link(links: _Link | tuple[_Link, ...]) -> tuple[_Link, ...]:
+    """The links of a token's ``_links`` field: one link is kept without a tuple."""
+    return (links,) if links.__class__ is _Link else links  # type: ignore[return-value]
+
+
 def _holds_wrongly(token: CancellationToken) -> bool:
     """Whether a parent holds ``token`` otherwise than its count says (its lock held)."""
     links = token._links
-    if not links or token._cancelled or token._closed:
+    if links is None or token._cancelled or token._closed:
         return False
     want = token._nstrong > 0
-    return any((link.strong is not None) is not want for link in links)
+    if links.__class__ is _Link:
+        return (links.strong is not None) is not want
+    return any((link.strong is not None) is not want for link in links)  # type: ignore[union-attr]
 
 
 def _fix_holds(token: CancellationToken) -> list[CancellationToken]:
@@ -244,13 +253,13 @@ def _fix_holds(token: CancellationToken) -> list[CancellationToken]:
     A cancelled or closed token is being detached: nothing to hold then.
     """
     links = token._links
-    if not links or token._cancelled or token._closed:
+    if links is None or token._cancelled or token._closed:
         return []
     want = token._nstrong > 0
     held = token if want else None
     delta = 1 if want else -1
     stale = []
-    for link in links:
+    for link in _each_link(links):
         parent = link.parent
         with parent._lock:  # type: ignore[union-attr]
             if (link.strong is not None) is not want:
@@ -349,6 +358,11 @@ def _cancel_steps(run: _CancelRun) -> None:
             if item.__class__ is _Link:
                 work.append(todo.pop())  # type: ignore[arg-type]
             else:
+                owner = item._token  # type: ignore[union-attr]
+                if owner is not None:
+                    # The interrupt may have landed before the loop named it:
+                    # name it now, so that its fields are cleared once it ran.
+                    owner._running = item
                 # Taking it from the list and starting it is one statement:
                 # nothing lands in between, so it runs exactly once.
                 todo.pop()._fn(*item._args)  # type: ignore[union-attr,misc]
@@ -360,10 +374,9 @@ def _cancel_steps(run: _CancelRun) -> None:
             child = top.strong or top()
             if child is None:
                 work.pop()
-            else:
-                work[-1] = child
-            continue
-        if top.__class__ is tuple:
+                continue
+            work[-1] = top = child  # and on with it at once
+        elif top.__class__ is tuple:
             parent = top[0]
             with parent._lock:  # type: ignore[union-attr]
                 work[-1:] = [(stale,) for stale in _fix_holds(parent)]
@@ -377,51 +390,88 @@ def _cancel_steps(run: _CancelRun) -> None:
                     continue
                 token._cancelled_at = time.monotonic()
                 token._reason, token._cancelled, token._canceller = run.reason, True, run
+                links = token._links
+                if links.__class__ is _Link and links.parent._cancelled:
+                    token._links = None  # nothing to detach: see below
         deadline = token._deadline
         if deadline is not None:
             _timer.TIMER.disarm(deadline)
             token._deadline = None
         links = token._links
         if links is not None:
-            for link in links:
-                stale = _detach_link(link)
-                if stale is not None:
-                    work.append((stale,))
-            token._links = None
-            continue
-        # The callbacks of this token, latest first, until one is a link
-        # (whose child goes on the work list first) or none is left.
-        while True:
+            if links.__class__ is _Link:
+                # A cancelled parent has taken the link from its callbacks
+                # (it is how this cancel came here) or will, and keeps no
+                # count of its children any more: nothing to detach then.
+                if not links.parent._cancelled:
+                    stale = _detach_link(links)
+                    if stale is not None:
+                        work.append((stale,))
+            else:
+                for link in links:  # type: ignore[union-attr]
+                    stale = _detach_link(link)
+                    if stale is not None:
+                        work.append((stale,))
+            # Under the lock: an unregister that began while the token still
+            # had links (`_remove_linked`) is over before the loop below.
             with lock:  # type: ignore[union-attr]
-                previous = token._running
-                if previous is not None and previous.__class__ is not _Link:
-                    # It ran: only now, so that unregister() meanwhile waited for it.
-                    previous._token, previous._fn, previous._args = None, None, ()  # type: ignore[union-attr]
-                waiters = token._unreg_waiters
-                while waiters:
-                    waiters.pop().release()
-                watchers = token._watchers
-                if watchers:
-                    # The library's hooks first: user callbacks of this token
-                    # then see its bookkeeping done (a freed slot, an ended task).
-                    todo.append(watchers.popitem()[0])  # type: ignore[arg-type]
-                    token._running = todo[-1]
-                else:
-                    token._watchers = None
-                    regs = token._regs
-                    if not regs:
-                        token._unreg_waiters = None
+                token._links = None
+            if work[-1] is not token:
+                continue  # parents whose holds must change go first
+        # The callbacks of this token, latest first (its watchers before
+        # them), until one is a link (whose child goes on the work list first)
+        # or none is left.
+        #
+        # No lock per callback: once cancelled, nothing is added to the
+        # token's watchers or registrations (`register`, `_watch` and
+        # `_attach` check the flag under its lock), so both dicts only shrink
+        # and reading them once is enough; and every other remover takes from
+        # them with one `dict.pop`, which is atomic under the GIL, as this
+        # loop's `popitem` is: each entry goes to exactly one of them (the
+        # one remover that does more, `_remove_linked`, runs only while the
+        # token has links, and the lock above ends that). A registration
+        # taken here keeps ``_token`` until it has run, which is how
+        # `_unregister` on another thread knows to wait for it.
+        regs = token._regs
+        pending: dict[Any, None] | None = token._watchers or regs
+        append = todo.append
+        take = todo.pop
+        previous: Any = token._running
+        if previous.__class__ is _Link:
+            previous = None  # a link has nothing to clear
+        while True:
+            if previous is not None:
+                # It ran. Its ``_token`` first: `_unregister` checks it after
+                # queueing its waiter, this loop checks for waiters after it.
+                previous._token, previous._fn, previous._args = None, None, ()
+            if token._unreg_waiters:
+                with lock:  # type: ignore[union-attr]
+                    waiters = token._unreg_waiters
+                    while waiters:
+                        waiters.pop().release()
+            if not pending:
+                # The watchers are done (or there were none): the registrations.
+                pending = regs
+                if not pending:
+                    with lock:  # type: ignore[union-attr]
+                        last = token._unreg_waiters
+                        while last:
+                            last.pop().release()
+                        token._watchers = token._unreg_waiters = None
                         token._regs, token._running, token._canceller = None, None, None
-                        break
-                    todo.append(regs.popitem()[0])
-                    token._running = todo[-1]
-            item = todo[-1]
-            if item.__class__ is _Link:
-                work.append(todo.pop())  # type: ignore[arg-type]
+                    break
+            try:
+                # Taken and put on the list in one statement.
+                append(previous := pending.popitem()[0])
+            except KeyError:  # another thread took the last one meanwhile
+                continue
+            token._running = previous
+            if previous.__class__ is _Link:
+                work.append(take())  # type: ignore[arg-type]
                 break
             # Taking it from the list and starting it is one statement:
             # nothing lands in between, so it runs exactly once.
-            todo.pop()._fn(*item._args)  # type: ignore[union-attr,misc]
+            take()._fn(*previous._args)  # type: ignore[union-attr,misc]
         if token._canceller is None:
             work.pop()
 
@@ -466,7 +516,12 @@ class CancellationToken:
     # strongly held children, the reasons for the parents to hold it strongly.
     # Not kept up once it has none (a root, or after close or cancel).
     _nstrong: int
-    _links: tuple[_Link, ...] | None
+    # One link as itself (the common case: no tuple to allocate), several
+    # as a tuple; see `_each_link`. Once set, it goes back to None only
+    # under the token's lock (cancel, close): an unregister that saw links
+    # (`_remove_linked`, which is not one atomic pop) is then over before a
+    # cancel takes the callbacks without the lock.
+    _links: _Link | tuple[_Link, ...] | None
     _deadline: _timer.Entry | None
     _closed: bool
     _running: _Registration | None
@@ -610,25 +665,33 @@ class CancellationToken:
         waiter = None
         with self._lock:  # type: ignore[union-attr]
             regs = self._regs
-            if regs is not None and reg in regs:
-                if self._links is None:
-                    del regs[reg]
+            if self._links is None:
+                # One atomic pop (GIL): a cancel on another thread takes its
+                # callbacks with `popitem` without this lock.
+                if regs is not None and regs.pop(reg, False) is None:
                     reg._token = None
                     if not regs:
                         # A dict never shrinks by deletion: drop the emptied one.
                         self._regs = None
-                else:
-                    _until_done(_remove_linked, self, reg, [self])
+                    return True
+            elif regs is not None and reg in regs:
+                # Linked, so not cancelling yet: the lock keeps the dict still.
+                _until_done(_remove_linked, self, reg, [self])
                 return True
             run = self._canceller
-            if self._running is reg and run is not None and run.thread != get_ident():
+            if reg._token is self and run is not None and run.thread != get_ident():
+                # Taken by that cancel and not finished: wait until it ran.
                 waiter = allocate_lock()
                 waiter.acquire()
                 if self._unreg_waiters is None:
                     self._unreg_waiters = [waiter]
                 else:
                     self._unreg_waiters.append(waiter)
-        if waiter is not None:
+        # Checked again after queueing: the cancel clears ``_token`` once the
+        # callback ran, then looks for waiters (each step atomic under the
+        # GIL), so either it sees this waiter or this sees the field cleared
+        # and need not wait for the next callback to be released.
+        if waiter is not None and reg._token is self:
             waiter.acquire()  # released once the running callback returns
         return False
 
@@ -795,7 +858,40 @@ def _attach(child: CancellationToken, links: list[_Link]) -> None:
 
 
 def _link(child: CancellationToken, parents: tuple[object, ...]) -> None:
-    """Link a new token to its parents, or cancel it if one already is."""
+    """Link a new token to its parents, or cancel it if one already is.
+
+    The one-parent path is not resumable, and need not be: the token is new,
+    so if an interrupt lands in here nobody has it yet (the caller never gets
+    it). All the parent can be left with is the weak link, which goes when the
+    token is collected.
+    """
+    if len(parents) == 1:
+        # One parent (a child of a long-lived token per request, say): no
+        # lists, one link kept without a tuple.
+        parent: CancellationToken = parents[0]  # type: ignore[assignment]
+        if parent.__class__ is not CancellationToken:
+            parent = _check_parent(parent)
+        lock = parent._lock
+        if lock is None:
+            return
+        if parent._cancelled:
+            child._cancel_and_log(parent._reason)
+            return
+        link = _Link(child, _link_died)
+        link.parent = parent
+        link.strong = None
+        child._links = link
+        with lock:
+            if not parent._cancelled:
+                regs = parent._regs
+                if regs is None:
+                    regs = parent._regs = {}
+                regs[link] = None
+                return
+            reason = parent._reason
+        # Cancelled meanwhile: the cancel detaches the link (never added).
+        child._cancel_and_log(reason)
+        return
     unique: list[CancellationToken] = []
     for candidate in parents:
         parent = _check_parent(candidate)
@@ -827,11 +923,17 @@ def _close_steps(token: CancellationToken, stale: list[CancellationToken]) -> No
             token._deadline = None
     links = token._links
     if links is not None:
-        for link in links:
-            parent = _detach_link(link)
+        if links.__class__ is _Link:
+            parent = _detach_link(links)
             if parent is not None:
                 stale.append(parent)
-        token._links = None
+        else:
+            for link in links:  # type: ignore[union-attr]
+                parent = _detach_link(link)
+                if parent is not None:
+                    stale.append(parent)
+        with token._lock:  # type: ignore[union-attr]
+            token._links = None  # under the lock: see the field's comment
     if stale:
         _sync_holds(stale, None)
 
@@ -1062,7 +1164,7 @@ def _token_stats(token: CancellationToken) -> TokenStats:
         return TokenStats(0, 0, 0, 0, False)
     with lock:
         regs = list(token._regs or ())
-        links = token._links or ()
+        links = _each_link(token._links) if token._links is not None else ()
         children = [reg for reg in regs if reg.__class__ is _Link]
         return TokenStats(
             registrations=len(regs) - len(children),
