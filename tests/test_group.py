@@ -482,6 +482,27 @@ class TestInterrupts:
         assert done.result() == 4
         assert tg._live == {}
 
+    def test_a_ctrl_c_after_a_limited_task_is_queued_leaves_the_group_able_to_exit(
+        self, wide_pool: CancellableThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # The interrupt lands once the task is counted and queued, before it
+        # has a cancel registration or a pump: it must still end, or the
+        # exit would wait for it forever.
+        real = group_module._QueuedFuture.token
+        interrupted: list[Any] = []
+
+        def token(self: Any) -> CancellationToken:
+            if not interrupted:
+                interrupted.append(self)
+                raise KeyboardInterrupt
+            return real.fget(self)  # type: ignore[attr-defined,no-any-return]
+
+        monkeypatch.setattr(group_module._QueuedFuture, "token", property(token))
+        with pytest.raises(KeyboardInterrupt), TaskGroup(wide_pool, limit=1) as tg:
+            tg.submit(int)
+        assert interrupted[0].cancelled()  # it never ran
+        assert tg._queued_count == 0
+
     def test_keyboard_interrupt_from_a_limited_task_propagates_alone(
         self, wide_pool: CancellableThreadPoolExecutor
     ) -> None:
@@ -557,7 +578,7 @@ class TestSubmitRacingTheExit:
         thread.join(WAIT)
         assert got[0].done()
         assert tg._live == {}
-        assert tg._submitting == []
+        assert tg._submitting == {}
 
     def test_a_submit_seeing_the_exit_close_is_refused_and_a_seen_one_reopens(
         self, pool: CancellableThreadPoolExecutor

@@ -16,9 +16,9 @@ How the group knows its tasks ended, cheaply:
   and the exit waits on those it still holds, which also covers tasks that
   ended without running. No done-callback per task: a callback makes the
   future build its condition, which costs more than the whole task. No lock
-  per submit either: a submit counts itself under way in a list (atomic
-  appends under the GIL), and the exit's close reads that count after
-  clearing ``_open`` (`TaskGroup._try_close`).
+  per submit either: a submit counts itself under way in a dict (atomic
+  under the GIL), and the exit's close reads that count after clearing
+  ``_open`` (`TaskGroup._try_close`).
 - With ``limit`` and a given executor, tasks wait in a group-side queue and at
   most ``limit`` of them are handed to the executor at once. ``submit`` returns
   a `_QueuedFuture` at once; the executor's future behind it has a
@@ -176,6 +176,7 @@ class _QueuedFuture(CancellableFuture[_R]):
             kwargs,
         )
         self._q_reg: CancellationTokenRegistration | None = None
+        self._q_counted = False  # in its group's count of tasks not ended
 
     @property
     def token(self) -> CancellationToken:
@@ -396,7 +397,7 @@ class TaskGroup(_Block):
         # Tasks handed to the executor that may not have ended (a dict used
         # as an ordered set), and one entry per submit under way.
         self._live: dict[CancellableFuture[Any], None] = {}
-        self._submitting: list[None] = []
+        self._submitting: dict[int, None] = {}
         self._prune_at = 1024
         self._run: _Runner = _not_entered
         self._run_kw: _Runner = _not_entered
@@ -449,10 +450,14 @@ class TaskGroup(_Block):
         if self._limit is not None:
             return self._submit_queued(fn, args, kwargs)
         # Counted as under way until its future is in _live, so the exit never
-        # closes in between (list.append and list.pop are atomic under the GIL).
+        # closes in between. The key is this call's own kwargs dict (alive,
+        # so its id is unique among the submits under way): wherever an
+        # interrupt lands, the finally removes this entry, never another's.
+        # Dict operations are atomic under the GIL.
         submitting = self._submitting
+        key = id(kwargs)
         try:
-            submitting.append(None)
+            submitting[key] = None
             if not self._open:
                 self._check_open()
             run = self._run_kw if kwargs else self._run
@@ -464,7 +469,7 @@ class TaskGroup(_Block):
                 self._prune()
         finally:
             # Also on a Ctrl-C: an entry left here would hold the exit forever.
-            submitting.pop()
+            submitting.pop(key, None)
             if self._exit_waiting:
                 self._notify_exit()
         return future
@@ -532,20 +537,29 @@ class TaskGroup(_Block):
     def _submit_queued(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> CancellableFuture[Any]:
-        with self._lock:
-            if not self._open:
-                raise self._not_open_error()
-            self._queued_count += 1
+        if not self._open:
+            raise self._not_open_error()
+        future: _QueuedFuture[Any] = _QueuedFuture(self, fn, args, kwargs)
         try:
-            future: _QueuedFuture[Any] = _QueuedFuture(self, fn, args, kwargs)
+            with self._lock:
+                if not self._open:
+                    raise self._not_open_error()
+                # One statement: no signal lands between the count and the
+                # mark that tells the handler below the task must end.
+                self._queued_count, future._q_counted = self._queued_count + 1, True
+                self._queue.append(future)
+            # Outside the lock: a token already cancelled runs this now, here.
+            future._q_reg = future.token.register(self._queued_token_cancelled, future)
+            self._pump()
         except BaseException:
-            self._queued_ended()
+            # Interrupted (or the pump failed): a counted task must still end,
+            # or the exit would wait for it forever. One still queued ends
+            # cancelled; one handed over ends as the executor's does.
+            if future._q_counted:
+                self._cancel_queued(future)
+            else:
+                future._q_source.close()
             raise
-        with self._lock:
-            self._queue.append(future)
-        # Outside the lock: a token already cancelled runs this now, here.
-        future._q_reg = future.token.register(self._queued_token_cancelled, future)
-        self._pump()
         return future
 
     def _queued_token_cancelled(self, future: _QueuedFuture[Any]) -> None:
