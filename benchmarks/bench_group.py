@@ -1,7 +1,7 @@
 """TaskGroup against plain submit, and to_thread against asyncio.to_thread.
 
 Run ``python -m benchmarks.bench_group [--quick] [--group-only] [--rounds N]
-[--against REV]``. Variants run interleaved in one process
+[--against REV] [--cpu]``. Variants run interleaved in one process
 (benchmarks/_harness.py); medians and ratios are reported.
 
 - TaskGroup overhead: N no-op tasks on one 4-worker pool, either submitted
@@ -9,7 +9,9 @@ Run ``python -m benchmarks.bench_group [--quick] [--group-only] [--rounds N]
   ``TaskGroup(pool)`` whose exit waits for them; also with ``limit=4`` (the
   group-side queue, for information). Nanoseconds per task. ``--against REV``
   adds ``TaskGroup`` as it was at a git revision (its ``_group.py`` loaded
-  beside today's, on today's executor), for a before/after in one process.
+  beside today's, on today's executor), for a before/after in one process;
+  ``--cpu`` times that block in process CPU time (every thread's), which
+  other jobs on a shared machine disturb less than wall time.
 - to_thread: N no-op calls awaited one after another in one event loop:
   `asyncio.to_thread` on the stdlib default executor, `cancellable.to_thread`
   on our pool, and `asyncio.to_thread` with our pool as the loop's default
@@ -25,6 +27,7 @@ import subprocess
 import sys
 import time
 import types
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,8 @@ from cancellable import CancellableThreadPoolExecutor, TaskGroup, to_thread
 from ._harness import compare, machine, markdown_table
 
 WORKERS = 4
+
+Clock = Callable[[], float]
 
 
 def _noop() -> None:
@@ -45,12 +50,12 @@ def _warm(pool: CancellableThreadPoolExecutor) -> None:
         f.result()
 
 
-def _plain(pool: CancellableThreadPoolExecutor, n: int) -> float:
-    start = time.perf_counter()
+def _plain(pool: CancellableThreadPoolExecutor, n: int, clock: Clock) -> float:
+    start = clock()
     submit = pool.submit
     for f in [submit(_noop) for _ in range(n)]:
         f.result()
-    return (time.perf_counter() - start) / n * 1e9
+    return (clock() - start) / n * 1e9
 
 
 def _group(
@@ -58,13 +63,14 @@ def _group(
     n: int,
     limit: int | None = None,
     group_class: Any = TaskGroup,
+    clock: Clock = time.perf_counter,
 ) -> float:
-    start = time.perf_counter()
+    start = clock()
     with group_class(pool, limit=limit) as tg:
         submit = tg.submit
         for _ in range(n):
             submit(_noop)
-    return (time.perf_counter() - start) / n * 1e9
+    return (clock() - start) / n * 1e9
 
 
 def group_at(rev: str) -> Any:
@@ -93,7 +99,11 @@ def group_at(rev: str) -> Any:
 
 
 def _group_overhead(
-    quick: bool, tiny: bool, rounds: int | None = None, against: str | None = None
+    quick: bool,
+    tiny: bool,
+    rounds: int | None = None,
+    against: str | None = None,
+    cpu: bool = False,
 ) -> str:
     n = 200 if tiny else 20_000 if quick else 100_000
     if rounds is None:
@@ -101,19 +111,21 @@ def _group_overhead(
     pool = CancellableThreadPoolExecutor(WORKERS)
     try:
         _warm(pool)
+        clock: Clock = time.process_time if cpu else time.perf_counter
         variants = {
-            "plain submit + result()": lambda: _plain(pool, n),
-            "TaskGroup(pool)": lambda: _group(pool, n),
+            "plain submit + result()": lambda: _plain(pool, n, clock),
+            "TaskGroup(pool)": lambda: _group(pool, n, None, TaskGroup, clock),
         }
         if against is not None:
             old = group_at(against)
-            variants[f"TaskGroup(pool) at {against}"] = lambda: _group(pool, n, None, old)
-        variants["TaskGroup(pool, limit=4)"] = lambda: _group(pool, n, 4)
+            variants[f"TaskGroup(pool) at {against}"] = lambda: _group(pool, n, None, old, clock)
+        variants["TaskGroup(pool, limit=4)"] = lambda: _group(pool, n, 4, TaskGroup, clock)
         rows = compare(variants, rounds=rounds)
     finally:
         pool.shutdown()
     title = f"TaskGroup overhead per task ({n:,} no-op tasks, {WORKERS} workers, same pool)"
-    return markdown_table(title, rows, baseline="plain submit + result()", unit="ns per task")
+    unit = "ns of process CPU time per task" if cpu else "ns per task"
+    return markdown_table(title, rows, baseline="plain submit + result()", unit=unit)
 
 
 async def _awaits(n: int, call: object) -> float:
@@ -179,6 +191,7 @@ def run(
     group_only: bool = False,
     rounds: int | None = None,
     against: str | None = None,
+    cpu: bool = False,
 ) -> str:
     """Run the TaskGroup and to_thread benchmarks and return markdown."""
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -189,11 +202,13 @@ def run(
         command += f" --rounds {rounds}"
     if against is not None:
         command += f" --against {against}"
+    if cpu:
+        command += " --cpu"
     header = (
         "### Structured concurrency and the asyncio bridge (`benchmarks/bench_group.py`)"
         f"\n\n`{command}` on {when}; {machine()}."
     )
-    parts = [header, _group_overhead(quick, tiny, rounds, against)]
+    parts = [header, _group_overhead(quick, tiny, rounds, against, cpu)]
     if not group_only:
         parts.append(_to_thread(quick, tiny))
     return "\n\n".join(parts) + "\n"
@@ -205,6 +220,11 @@ def main() -> None:
     parser.add_argument("--group-only", action="store_true", help="skip the to_thread block")
     parser.add_argument("--rounds", type=int, help="rounds of the TaskGroup block")
     parser.add_argument("--against", metavar="REV", help="also time TaskGroup as of git REV")
+    parser.add_argument(
+        "--cpu",
+        action="store_true",
+        help="time the TaskGroup block in process CPU time (steadier on a busy machine)",
+    )
     args = parser.parse_args()
     print(
         run(
@@ -212,6 +232,7 @@ def main() -> None:
             group_only=args.group_only,
             rounds=args.rounds,
             against=args.against,
+            cpu=args.cpu,
         )
     )
 
