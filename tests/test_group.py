@@ -482,6 +482,30 @@ class TestInterrupts:
         assert done.result() == 4
         assert tg._live == {}
 
+    def test_a_ctrl_c_while_the_exit_closes_leaves_the_group_open_to_its_tasks(
+        self, pool: CancellableThreadPoolExecutor
+    ) -> None:
+        # The interrupt lands as the exit checks whether it may close; the
+        # group then cancels and waits again, and a submit made by the
+        # cancel's callback is still accepted and waited for.
+        class InterruptedOnce(dict[Any, None]):
+            fired = False
+
+            def __reversed__(self) -> Iterator[Any]:
+                if not InterruptedOnce.fired:
+                    InterruptedOnce.fired = True
+                    raise KeyboardInterrupt
+                return super().__reversed__()
+
+        got: list[CancellableFuture[int]] = []
+        with pytest.raises(KeyboardInterrupt), TaskGroup(pool) as tg:
+            tg._live = InterruptedOnce()
+            tg.submit(int).result(timeout=WAIT)
+            tg.token.register(lambda: got.append(tg.submit(int)))
+        assert InterruptedOnce.fired
+        assert len(got) == 1
+        assert got[0].done()
+
     def test_a_ctrl_c_after_a_limited_task_is_queued_leaves_the_group_able_to_exit(
         self, wide_pool: CancellableThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -824,12 +824,17 @@ class TaskGroup(_Block):
             while self._submitting:
                 self._cond.wait()  # a submit under way notifies as it ends
             self._open = False
-            # New futures go to the end of ``live``: none came after ``waited``
-            # if the last of those is still last (or all have been pruned,
-            # which only done ones are).
-            if not self._submitting and (
-                not live or (waited and next(reversed(live)) is waited[-1])
-            ):
+            try:
+                # New futures go to the end of ``live``: none came after
+                # ``waited`` if the last of those is still last (or all have
+                # been pruned, which only done ones are).
+                done = not self._submitting and (
+                    not live or (bool(waited) and next(reversed(live)) is waited[-1])
+                )
+            except BaseException:
+                self._open = True  # a Ctrl-C: the group's own tasks may still submit
+                raise
+            if done:
                 # Every future left is in ``waited`` too, so none is freed
                 # here, under the lock (a result's __del__ could submit).
                 live.clear()
