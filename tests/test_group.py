@@ -11,6 +11,7 @@ and the limit is checked with a gauge of running tasks, never by timing.
 from __future__ import annotations
 
 import gc
+import itertools
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError
@@ -20,6 +21,7 @@ import pytest
 
 import cancellable._group as group_module
 from cancellable import (
+    CancellableFuture,
     CancellableThreadPoolExecutor,
     CancellationToken,
     CancellationTokenSource,
@@ -165,6 +167,15 @@ class TestTaskGroupBasics:
             pass
         with pytest.raises(RuntimeError, match="exited"):
             tg.submit(int)
+
+    @pytest.mark.parametrize("limit", [None, 1])
+    def test_submit_of_a_non_callable_raises_type_error(
+        self, pool: CancellableThreadPoolExecutor, limit: int | None
+    ) -> None:
+        with TaskGroup(pool, limit=limit) as tg:
+            with pytest.raises(TypeError, match="fn must be callable"):
+                tg.submit(42)  # type: ignore[arg-type]
+            assert tg.submit(int).result(timeout=WAIT) == 0
 
     def test_entering_twice_raises(self) -> None:
         tg = TaskGroup()
@@ -471,6 +482,51 @@ class TestInterrupts:
         assert done.result() == 4
         assert tg._live == {}
 
+    def test_a_ctrl_c_while_the_exit_closes_leaves_the_group_open_to_its_tasks(
+        self, pool: CancellableThreadPoolExecutor
+    ) -> None:
+        # The interrupt lands as the exit checks whether it may close; the
+        # group then cancels and waits again, and a submit made by the
+        # cancel's callback is still accepted and waited for.
+        class InterruptedOnce(dict[Any, None]):
+            fired = False
+
+            def __reversed__(self) -> Iterator[Any]:
+                if not InterruptedOnce.fired:
+                    InterruptedOnce.fired = True
+                    raise KeyboardInterrupt
+                return super().__reversed__()
+
+        got: list[CancellableFuture[int]] = []
+        with pytest.raises(KeyboardInterrupt), TaskGroup(pool) as tg:
+            tg._live = InterruptedOnce()
+            tg.submit(int).result(timeout=WAIT)
+            tg.token.register(lambda: got.append(tg.submit(int)))
+        assert InterruptedOnce.fired
+        assert len(got) == 1
+        assert got[0].done()
+
+    def test_a_ctrl_c_after_a_limited_task_is_queued_leaves_the_group_able_to_exit(
+        self, wide_pool: CancellableThreadPoolExecutor, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # The interrupt lands once the task is counted and queued, before it
+        # has a cancel registration or a pump: it must still end, or the
+        # exit would wait for it forever.
+        real = group_module._QueuedFuture.token
+        interrupted: list[Any] = []
+
+        def token(self: Any) -> CancellationToken:
+            if not interrupted:
+                interrupted.append(self)
+                raise KeyboardInterrupt
+            return real.fget(self)  # type: ignore[attr-defined,no-any-return]
+
+        monkeypatch.setattr(group_module._QueuedFuture, "token", property(token))
+        with pytest.raises(KeyboardInterrupt), TaskGroup(wide_pool, limit=1) as tg:
+            tg.submit(int)
+        assert interrupted[0].cancelled()  # it never ran
+        assert tg._queued_count == 0
+
     def test_keyboard_interrupt_from_a_limited_task_propagates_alone(
         self, wide_pool: CancellableThreadPoolExecutor
     ) -> None:
@@ -484,6 +540,140 @@ class TestInterrupts:
         # The interrupt cancelled the group: whatever had not started never did.
         assert all(f.done() for f in queued)
         assert len(ran) == sum(not f.cancelled() for f in queued)
+
+
+# -- submits racing the exit ------------------------------------------------------------------
+
+
+class _OpenGate(threading.Condition):
+    """The group's condition, opening ``gate`` when the exit first waits on it."""
+
+    def __init__(self, lock: Any, gate: threading.Event) -> None:
+        super().__init__(lock)
+        self.gate = gate
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.gate.set()
+        return super().wait(timeout)
+
+
+class _Racer:
+    """Submits into a group until it is refused, noting what was accepted."""
+
+    def __init__(self) -> None:
+        self.going = threading.Event()
+        self.accepted: list[int] = []
+        self.ended: set[int] = set()
+        self.refused: RuntimeError | None = None
+
+    def run(self, tg: TaskGroup) -> None:
+        self.going.set()
+        for n in itertools.count():
+            try:
+                tg.submit(self.ended.add, n)
+            except RuntimeError as error:
+                self.refused = error
+                return
+            self.accepted.append(n)
+
+
+class TestSubmitRacingTheExit:
+    def test_the_exit_waits_for_a_submit_under_way_and_its_task(
+        self, pool: CancellableThreadPoolExecutor
+    ) -> None:
+        gate, inside = threading.Event(), threading.Event()
+        ran = threading.Event()
+        got: list[Any] = []
+        with TaskGroup(pool) as tg:
+            real = tg._executor_submit
+            assert real is not None
+
+            def slow(*args: Any) -> Any:
+                inside.set()
+                assert gate.wait(WAIT)  # opened once the exit waits for this submit
+                return real(*args)
+
+            tg._executor_submit = slow
+            tg._cond = _OpenGate(tg._lock, gate)
+            thread = threading.Thread(target=lambda: got.append(tg.submit(ran.set)))
+            thread.start()
+            assert inside.wait(WAIT)
+        assert ran.is_set()  # the exit did not return before the late task ended
+        thread.join(WAIT)
+        assert got[0].done()
+        assert tg._live == {}
+        assert tg._submitting == {}
+
+    def test_a_submit_seeing_the_exit_close_is_refused_and_a_seen_one_reopens(
+        self, pool: CancellableThreadPoolExecutor
+    ) -> None:
+        # Submits from another thread while the exit closes: each either
+        # raises RuntimeError or has its task ended when the exit returns.
+        for _ in range(50):
+            racer = _Racer()
+            with TaskGroup(pool) as tg:
+                thread = threading.Thread(target=racer.run, args=(tg,))
+                thread.start()
+                assert racer.going.wait(WAIT)
+            ended_at_exit = set(racer.ended)
+            thread.join(WAIT)
+            assert "exited" in str(racer.refused)
+            assert set(racer.accepted) <= ended_at_exit
+
+    def test_a_done_callback_submitting_during_the_exit_is_waited_for_or_refused(
+        self, pool: CancellableThreadPoolExecutor
+    ) -> None:
+        outcomes: list[CancellableFuture[None] | RuntimeError] = []
+        ran: list[int] = []
+
+        def resubmit(tg: TaskGroup, n: int) -> Callable[[Any], None]:
+            def callback(_: Any) -> None:
+                try:
+                    outcomes.append(tg.submit(ran.append, n))
+                except RuntimeError as error:
+                    outcomes.append(error)
+
+            return callback
+
+        with TaskGroup(pool) as tg:
+            for n in range(200):
+                tg.submit(int).add_done_callback(resubmit(tg, n))
+        accepted = [f for f in outcomes if not isinstance(f, RuntimeError)]
+        assert all(f.done() for f in accepted)
+        assert len(ran) == len(accepted)
+
+
+class TestExecutorSubclass:
+    def test_an_overridden_submit_is_used_and_the_rules_hold(self) -> None:
+        calls: list[object] = []
+
+        class Counting(CancellableThreadPoolExecutor):
+            def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+                calls.append(kwargs.get("token"))
+                return super().submit(fn, *args, **kwargs)
+
+        ex = Counting(max_workers=2)
+        try:
+            with pytest.raises(ExceptionGroup) as info, TaskGroup(ex) as tg:
+                waiting = tg.submit(wait_for_cancel)
+                tg.submit(fail)
+            assert [type(e) for e in info.value.exceptions] == [ValueError]
+            assert waiting.cancelled()
+            assert calls == [tg.token, tg.token]
+            with TaskGroup(ex) as tg2:
+                keyed = tg2.submit(dict, token="a task's own keyword")
+            assert keyed.result() == {"token": "a task's own keyword"}
+        finally:
+            ex.shutdown(wait=True, cancel_futures=True)
+
+    def test_a_task_keyword_named_token_reaches_the_task(
+        self, pool: CancellableThreadPoolExecutor
+    ) -> None:
+        with TaskGroup(pool) as tg:
+            plain = tg.submit(dict, token=1, other=2)
+            positional = tg.submit(pow, 2, 5)
+        assert plain.result() == {"token": 1, "other": 2}
+        assert positional.result() == 32
 
 
 # -- submitting from tasks, nesting --------------------------------------------------------

@@ -1,18 +1,24 @@
 """Structured concurrency for threads: `TaskGroup`, `CancelScope`, `move_on_after`, `fail_after`.
 
-Both are built on the public token and executor API only. A group owns a
-`CancellationTokenSource` linked to its parent; every task is submitted with
-the group's token, so the executor makes each task's token a child of it and
+Both are built on the token and executor API, plus two private pieces of
+the executor for speed: its argument-packed ``_submit`` and the ``_st`` state
+field of its futures. A group owns a `CancellationTokenSource` linked to its
+parent; every task is submitted with the group's token, so the executor makes
+each task's token a child of it (lazily, when the task first asks for it) and
 one cancel of the group reaches every task, pending or running.
 
 How the group knows its tasks ended, cheaply:
 
-- Without a group-side limit, each task runs inside `TaskGroup._run`, which
-  records a failure (and cancels the group under ``fail_fast``). The group
+- Without a group-side limit, each task runs inside one of the group's
+  runners (`_runners`), plain functions that record a failure (and cancel the
+  group under ``fail_fast``) before the task's future is final. The group
   holds the futures that may not be done, forgetting done ones as it grows,
   and the exit waits on those it still holds, which also covers tasks that
   ended without running. No done-callback per task: a callback makes the
-  future build its condition, which costs more than the whole task.
+  future build its condition, which costs more than the whole task. No lock
+  per submit either: a submit counts itself under way in a dict (atomic
+  under the GIL), and the exit's close reads that count after clearing
+  ``_open`` (`TaskGroup._try_close`).
 - With ``limit`` and a given executor, tasks wait in a group-side queue and at
   most ``limit`` of them are handed to the executor at once. ``submit`` returns
   a `_QueuedFuture` at once; the executor's future behind it has a
@@ -23,12 +29,12 @@ How the group knows its tasks ended, cheaply:
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import CancelledError
+from concurrent.futures._base import CANCELLED_AND_NOTIFIED, FINISHED
 from contextlib import AbstractContextManager, suppress
 from types import TracebackType
 from typing import Any, Final, ParamSpec, TypeVar, final
@@ -49,10 +55,23 @@ __all__ = ["CancelScope", "TaskGroup", "fail_after", "move_on_after"]
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
+_T = TypeVar("_T")
 
 _log = logging.getLogger("cancellable")
 
 _GROUP_ERRORS: Final = "unhandled errors in a TaskGroup"
+
+# What a group submits to its executor: (callable, args, kwargs, token).
+_Submit = Callable[
+    [Callable[..., Any], tuple[Any, ...], dict[str, Any], CancellationToken],
+    CancellableFuture[Any],
+]
+_Runner = Callable[..., Any]
+
+# The final states of a `CancellableFuture`, read from ``_st``, the field its
+# transitions publish (`done()` reads the same through two calls, five times
+# the cost, which adds up over every task at a group's exit).
+_ENDED: Final = (FINISHED, CANCELLED_AND_NOTIFIED)
 
 
 def _cancel_quietly(source: CancellationTokenSource, reason: object) -> None:
@@ -74,16 +93,45 @@ def _check_token(token: object) -> CancellationToken | None:
     raise TypeError(f"token must be a CancellationToken or None, got {type(token).__name__!r}")
 
 
-def _not_entered(*args: object, **kwargs: object) -> CancellableFuture[Any]:
-    raise RuntimeError("submit() called on a TaskGroup that was not entered")
-
-
 def _futures_wait(futures: list[CancellableFuture[Any]]) -> None:
     """Block until every future is done (one at a time: cheaper than `wait`)."""
     for future in futures:
-        if not future.done():
+        if future._st not in _ENDED:
             with suppress(CancelledError):
                 future.exception()
+
+
+def _runners(failed: Callable[[BaseException], object]) -> tuple[_Runner, _Runner]:
+    """The functions a group's tasks run in: they report a failure, then re-raise.
+
+    Plain functions over a cell rather than a bound method, so a submit
+    creates nothing for them; the one without ``**kwargs`` spares a task
+    the empty dict a call to a ``**kwargs`` function builds.
+    """
+
+    def run(fn: Callable[..., Any], /, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except BaseException as error:
+            failed(error)
+            raise
+
+    def run_kw(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except BaseException as error:
+            failed(error)
+            raise
+
+    return run, run_kw
+
+
+def _not_entered(*args: object, **kwargs: object) -> Any:
+    raise RuntimeError("submit() called on a TaskGroup that was not entered")
+
+
+def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return fn(*args, **kwargs)
 
 
 def _run_with_token(
@@ -128,6 +176,7 @@ class _QueuedFuture(CancellableFuture[_R]):
             kwargs,
         )
         self._q_reg: CancellationTokenRegistration | None = None
+        self._q_counted = False  # in its group's count of tasks not ended
 
     @property
     def token(self) -> CancellationToken:
@@ -150,14 +199,8 @@ class _QueuedFuture(CancellableFuture[_R]):
         of its group, or pending in the executor, ends cancelled; a running or
         finished one is not affected. Never blocks on the task.
         """
-        group = self._q_group
-        with group._lock:
-            claimed = self._q_state == _QUEUED
-            if claimed:
-                self._q_state = _CLAIMED
-            inner = self._q_inner
+        claimed, inner = self._q_group._cancel_queued(self)
         if claimed:
-            group._queued_cancelled(self)
             return True
         if inner is None:
             return self.cancelled()
@@ -192,13 +235,7 @@ class _QueuedFuture(CancellableFuture[_R]):
             TimeoutError: The task was not done within ``timeout``.
             Exception: Whatever the task raised.
         """
-        try:
-            return super().result(timeout)
-        except CancelledError:
-            error = self._cancel_error()
-            if error is None:
-                raise
-        raise error
+        return self._unless_cancelled(super().result, timeout)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """Return what the task raised (None if it returned), blocking until done.
@@ -207,8 +244,13 @@ class _QueuedFuture(CancellableFuture[_R]):
             CancelledError: The task was cancelled.
             TimeoutError: The task was not done within ``timeout``.
         """
+        return self._unless_cancelled(super().exception, timeout)
+
+    def _unless_cancelled(self, get: Callable[[float | None], _T], timeout: float | None) -> _T:
+        # ``get(timeout)``, its CancelledError replaced by the cancellation
+        # that ended the task (the executor's, or this task's token).
         try:
-            return super().exception(timeout)
+            return get(timeout)
         except CancelledError:
             error = self._cancel_error()
             if error is None:
@@ -222,8 +264,30 @@ class _QueuedFuture(CancellableFuture[_R]):
         CancellableFuture.set_running_or_notify_cancel(self)
 
 
+class _Block:
+    """What `TaskGroup` and `CancelScope` share: a token made ambient for one ``with`` block."""
+
+    __slots__ = ("_entered", "_source", "_use")
+    _entered: bool
+    _source: CancellationTokenSource
+    _use: AbstractContextManager[CancellationToken] | None
+
+    def _enter_block(self) -> None:
+        if self._entered:
+            raise RuntimeError(f"a {type(self).__name__} can be entered only once")
+        self._entered = True
+        use = use_token(self._source.token)
+        use.__enter__()
+        self._use = use
+
+    def _leave_block(self) -> None:
+        use, self._use = self._use, None
+        if use is not None:
+            use.__exit__(None, None, None)
+
+
 @final
-class TaskGroup:
+class TaskGroup(_Block):
     """A block that owns the thread tasks started in it and waits for all of them.
 
     ``with TaskGroup() as tg: tg.submit(fn, ...)``. The group's token is a
@@ -266,13 +330,11 @@ class TaskGroup:
         "_base_error",
         "_closed",
         "_cond",
-        "_entered",
         "_errors",
         "_executor",
         "_executor_submit",
         "_exit_waiting",
         "_fail_fast",
-        "_ids",
         "_limit",
         "_live",
         "_lock",
@@ -284,10 +346,11 @@ class TaskGroup:
         "_pumping",
         "_queue",
         "_queued_count",
+        "_run",
+        "_run_kw",
         "_running",
-        "_source",
+        "_submitting",
         "_tok",
-        "_use",
     )
     __module__ = "cancellable"
 
@@ -316,7 +379,7 @@ class TaskGroup:
         self._source = CancellationTokenSource(self._parent)
         self._tok = self._source.token
         self._open = False  # entered and not yet closed (read without the lock)
-        self._executor_submit: Callable[..., CancellableFuture[Any]] = _not_entered
+        self._executor_submit: _Submit = _not_entered
         self._executor = executor
         self._own_pool = executor is None
         # A group-side queue only when the pool is shared; a pool of our own
@@ -331,11 +394,13 @@ class TaskGroup:
         self._exit_waiting = False
         self._errors: list[BaseException] = []
         self._base_error: BaseException | None = None
-        # Tasks handed to the executor that may not have ended, by id: the
-        # future, or None while the submit that made it is under way.
-        self._live: dict[int, CancellableFuture[Any] | None] = {}
-        self._ids = itertools.count()
+        # Tasks handed to the executor that may not have ended (a dict used
+        # as an ordered set), and one entry per submit under way.
+        self._live: dict[CancellableFuture[Any], None] = {}
+        self._submitting: dict[int, None] = {}
         self._prune_at = 1024
+        self._run: _Runner = _not_entered
+        self._run_kw: _Runner = _not_entered
         self._queue: deque[_QueuedFuture[Any]] = deque()
         self._queued_count = 0  # limited mode: tasks submitted and not ended
         self._running = 0  # limited mode: tasks handed to the executor, not ended
@@ -384,45 +449,53 @@ class TaskGroup:
             check_callable(fn, "fn")
         if self._limit is not None:
             return self._submit_queued(fn, args, kwargs)
-        key = next(self._ids)  # itertools.count: atomic under the GIL
-        live = self._live
-        with self._lock:
+        # Counted as under way until its future is in _live, so the exit never
+        # closes in between. The key is this call's own kwargs dict (alive,
+        # so its id is unique among the submits under way): wherever an
+        # interrupt lands, the finally removes this entry, never another's.
+        # Dict operations are atomic under the GIL.
+        submitting = self._submitting
+        key = id(kwargs)
+        try:
+            submitting[key] = None
             if not self._open:
                 self._check_open()
-            live[key] = None
+            run = self._run_kw if kwargs else self._run
+            # Concatenation, not (fn, *args): half the cost.
+            future = self._executor_submit(run, (fn,) + args, kwargs, self._tok)  # noqa: RUF005
+            live = self._live
+            live[future] = None  # atomic under the GIL
             if len(live) > self._prune_at:
                 self._prune()
-        future = None
-        try:
-            future = self._executor_submit(self._run, fn, args, kwargs, token=self._tok)
         finally:
-            # Also on a Ctrl-C: an entry left None would hold the exit forever,
-            # and a submitted task must stay known to it. Dict operations are
-            # atomic under the GIL.
-            if future is None:
-                live.pop(key, None)
-            else:
-                live[key] = future
+            # Also on a Ctrl-C: an entry left here would hold the exit forever.
+            submitting.pop(key, None)
             if self._exit_waiting:
                 self._notify_exit()
         return future
 
     def _check_open(self) -> None:
-        if self._open:
-            return
-        if self._closed:
-            raise RuntimeError("cannot submit to a TaskGroup that has exited")
+        # The slow path of submit: the group is not open now. Under the lock
+        # the exit has either closed it for good or reopened it, having seen
+        # this submit under way (see _try_close).
+        with self._lock:
+            if not self._open:
+                raise self._not_open_error()
+
+    def _not_open_error(self) -> RuntimeError:
         if not self._entered:
-            raise RuntimeError("submit() called on a TaskGroup that was not entered")
+            return RuntimeError("submit() called on a TaskGroup that was not entered")
+        return RuntimeError("cannot submit to a TaskGroup that has exited")
 
     def _prune(self) -> None:
-        # Called with the lock held: forget the futures that are done, so a
-        # long-lived group holds about as many as are outstanding (the bound
-        # doubles with them, which keeps this amortised O(1) per submit).
+        # Forget the futures that are done, so a long-lived group holds about
+        # as many as are outstanding (the bound doubles with them, which keeps
+        # this amortised O(1) per submit). No lock: each dict operation is
+        # atomic under the GIL, and a future is added only once.
         live = self._live
-        for key, future in list(live.items()):
-            if future is not None and future.done():
-                live.pop(key, None)
+        for future in list(live):
+            if future._st in _ENDED:
+                live.pop(future, None)
         self._prune_at = max(1024, 2 * len(live))
 
     def _notify_exit(self) -> None:
@@ -430,31 +503,33 @@ class TaskGroup:
             with self._cond:
                 self._cond.notify_all()
 
-    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        # The task's future stays in _live until it is done (not merely until
-        # fn returned), so the exit never returns before a future is final.
-        try:
-            return fn(*args, **kwargs)
-        except BaseException as error:
-            self._task_failed(error, current_token())
-            raise
+    def _task_error(self, error: BaseException) -> None:
+        # Called in the task, before its future is final: bookkeeping first.
+        self._task_failed(error, current_token())
 
     def _task_failed(self, error: BaseException, task_token: CancellationToken) -> None:
         # The executor ends a task cancelled when an OperationCancelledError
         # escapes it while its own token is cancelled: never a failure.
         if isinstance(error, OperationCancelledError) and task_token.is_cancellation_requested:
             return
-        self._record_failure(error)
+        self._record(error, collect=True, cancel=self._fail_fast)
 
-    def _record_failure(self, error: BaseException) -> None:
+    def _record(self, error: BaseException, *, collect: bool, cancel: bool) -> None:
+        """Note ``error`` for the exit, then cancel the group if it must.
+
+        A `KeyboardInterrupt` or `SystemExit` is kept (the first one) to be
+        raised alone, and always cancels; another error is collected for the
+        exception group if ``collect`` (a task's, not the body's, which the
+        exit puts first), and cancels if ``cancel``.
+        """
         base = _is_base_error(error)
         with self._lock:
             if base:
                 if self._base_error is None:
                     self._base_error = error
-            else:
+            elif collect:
                 self._errors.append(error)
-        if self._fail_fast or base:
+        if cancel or base:
             _cancel_quietly(self._source, error)
 
     # -- the limited mode (a shared executor and a limit) -----------------------
@@ -462,24 +537,46 @@ class TaskGroup:
     def _submit_queued(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> CancellableFuture[Any]:
-        with self._lock:
-            self._check_open()
-            self._queued_count += 1
+        if not self._open:
+            raise self._not_open_error()
+        future: _QueuedFuture[Any] = _QueuedFuture(self, fn, args, kwargs)
         try:
-            future: _QueuedFuture[Any] = _QueuedFuture(self, fn, args, kwargs)
+            with self._lock:
+                if not self._open:
+                    raise self._not_open_error()
+                # One statement: no signal lands between the count and the
+                # mark that tells the handler below the task must end.
+                self._queued_count, future._q_counted = self._queued_count + 1, True
+                self._queue.append(future)
+            # Outside the lock: a token already cancelled runs this now, here.
+            future._q_reg = future.token.register(self._queued_token_cancelled, future)
+            self._pump()
         except BaseException:
-            self._queued_ended()
+            # Interrupted (or the pump failed): a counted task must still end,
+            # or the exit would wait for it forever. One still queued ends
+            # cancelled; one handed over ends as the executor's does.
+            if future._q_counted:
+                self._cancel_queued(future)
+            else:
+                future._q_source.close()
             raise
-        with self._lock:
-            self._queue.append(future)
-        # Outside the lock: a token already cancelled runs this now, here.
-        future._q_reg = future.token.register(self._queued_token_cancelled, future)
-        self._pump()
         return future
 
     def _queued_token_cancelled(self, future: _QueuedFuture[Any]) -> None:
         # The task's token was cancelled: a queued task ends now; a handed one
         # (run with the group's token) gets the cancel passed on.
+        claimed, inner = self._cancel_queued(future)
+        if not claimed and inner is not None:
+            inner.request_cancel(future.token.reason)
+
+    def _cancel_queued(
+        self, future: _QueuedFuture[Any]
+    ) -> tuple[bool, CancellableFuture[Any] | None]:
+        """End ``future`` cancelled if it is still queued (claiming it first).
+
+        Returns whether this call did, and the executor's future behind it
+        (None while it has not been handed over).
+        """
         with self._lock:
             claimed = future._q_state == _QUEUED
             if claimed:
@@ -487,8 +584,7 @@ class TaskGroup:
             inner = future._q_inner
         if claimed:
             self._queued_cancelled(future)
-        elif inner is not None:
-            inner.request_cancel(future.token.reason)
+        return claimed, inner
 
     def _queued_cancelled(self, future: _QueuedFuture[Any]) -> None:
         # This thread claimed ``future`` while it was queued: it never runs.
@@ -549,7 +645,7 @@ class TaskGroup:
             # Submitted with the group's token, which the executor already
             # tracks, not the task's (a new executor-side entry per task);
             # the task's token reaches it through _queued_token_cancelled.
-            inner = self._executor_submit(_run_with_token, token, fn, args, kwargs, token=self._tok)
+            inner = self._executor_submit(_run_with_token, (token, fn, args, kwargs), {}, self._tok)
         except BaseException as error:
             # The executor was shut down or broke: the task fails with that.
             with self._lock:
@@ -557,7 +653,7 @@ class TaskGroup:
             self._drop_queued_reg(future)
             future._q_source.close()
             try:
-                self._record_failure(error)
+                self._record(error, collect=True, cancel=self._fail_fast)
                 future.set_exception(error)
             finally:
                 self._queued_ended()
@@ -601,18 +697,41 @@ class TaskGroup:
     # -- the block -------------------------------------------------------------
 
     def __enter__(self) -> TaskGroup:
-        if self._entered:
-            raise RuntimeError("a TaskGroup can be entered only once")
+        self._enter_block()
+        try:
+            self._start()
+        except BaseException:
+            self._leave_block()
+            raise
+        self._open = True
+        return self
+
+    def _start(self) -> None:
         if self._own_pool:
             self._executor = CancellableThreadPoolExecutor(
                 max_workers=self._pool_workers, thread_name_prefix="TaskGroup"
             )
-        self._executor_submit = self._executor.submit  # type: ignore[union-attr]  # cached: hot
-        self._use = use_token(self._source.token)
-        self._use.__enter__()
-        self._entered = True
-        self._open = True
-        return self
+        executor: CancellableThreadPoolExecutor = self._executor  # type: ignore[assignment]
+        if type(executor).submit is CancellableThreadPoolExecutor.submit and "submit" not in vars(
+            executor
+        ):
+            # The executor's own submit, minus the frame that packs its
+            # arguments: a third of what a group adds to a no-op task.
+            self._executor_submit = executor._submit
+        else:
+            # A subclass's (or a patched) submit is honoured.
+            public = executor.submit
+
+            def submit(
+                fn: Callable[..., Any],
+                args: tuple[Any, ...],
+                kwargs: dict[str, Any],
+                token: CancellationToken,
+            ) -> CancellableFuture[Any]:
+                return public(_call, fn, args, kwargs, token=token)
+
+            self._executor_submit = submit
+        self._run, self._run_kw = _runners(self._task_error)
 
     def __exit__(
         self,
@@ -620,20 +739,14 @@ class TaskGroup:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        use, self._use = self._use, None
-        if use is not None:
-            use.__exit__(None, None, None)
+        self._leave_block()
         token = self._source.token
         body_error = exc
         if body_error is not None:
             if isinstance(body_error, OperationCancelledError) and token.is_cancellation_requested:
                 body_error = None  # a consequence of the group's cancel, not a failure
             else:
-                if _is_base_error(body_error):
-                    with self._lock:
-                        if self._base_error is None:
-                            self._base_error = body_error
-                _cancel_quietly(self._source, body_error)
+                self._record(body_error, collect=False, cancel=True)
         interrupted = False
         try:
             self._wait_all()
@@ -674,44 +787,69 @@ class TaskGroup:
         try:
             self._wait_all_once()
         except (KeyboardInterrupt, SystemExit) as error:
-            with self._lock:
-                if self._base_error is None:
-                    self._base_error = error
-            _cancel_quietly(self._source, error)
+            self._record(error, collect=False, cancel=True)
             self._wait_all_once()
 
     def _wait_all_once(self) -> None:
-        while True:
+        with self._cond:
+            self._exit_waiting = True
+        if self._limit is not None:
             with self._cond:
-                self._exit_waiting = True
-                while True:
-                    if self._limit is not None:
-                        if self._queued_count == 0:
-                            self._closed = True
-                            self._open = False
-                            return
-                        self._cond.wait()
-                        continue
-                    live = self._live
-                    futures = [f for f in list(live.values()) if f is not None]
-                    if futures:
-                        break
-                    if not live:
-                        self._closed = True
-                        self._open = False
-                        return
-                    # Only submits under way on other threads: they notify.
+                while self._queued_count:
                     self._cond.wait()
-            _futures_wait(futures)
-            with self._lock:
-                for key, value in list(self._live.items()):
-                    if value is not None and value.done():
-                        self._live.pop(key, None)
+                self._closed = True
+                self._open = False
+            return
+        live = self._live
+        while True:
+            futures = list(live)  # one C call: atomic under the GIL
+            if futures:
+                _futures_wait(futures)
+            if self._try_close(futures):
+                return
+            for future in futures:
+                live.pop(future, None)
+
+    def _try_close(self, waited: list[CancellableFuture[Any]]) -> bool:
+        """Close the group if every task it has is among ``waited`` (all done).
+
+        Submits take no lock: each is counted in ``_submitting`` before it
+        reads ``_open`` and until its future is in ``_live``. So this clears
+        ``_open`` first, then looks: a submit it does not see reads False and
+        takes the lock (held here) to find the group closed; one it sees
+        makes it reopen, and that submit goes on. Returns whether it closed.
+        """
+        live = self._live
+        with self._cond:
+            while self._submitting:
+                self._cond.wait()  # a submit under way notifies as it ends
+            self._open = False
+            try:
+                # New futures go to the end of ``live``: none came after
+                # ``waited`` if the last of those is still last (or all have
+                # been pruned, which only done ones are).
+                done = not self._submitting and (
+                    not live or (bool(waited) and next(reversed(live)) is waited[-1])
+                )
+            except BaseException:
+                self._open = True  # a Ctrl-C: the group's own tasks may still submit
+                raise
+            if done:
+                # Every future left is in ``waited`` too, so none is freed
+                # here, under the lock (a result's __del__ could submit).
+                live.clear()
+                self._closed = True
+                return True
+            self._open = True
+            return False
 
     def _finish(self, interrupted: bool) -> None:
         with self._lock:
             self._closed = True
             self._open = False
+        if not interrupted:
+            # No submit can be under way: let go of the runners' cycle.
+            self._run = self._run_kw = _not_entered
         self._source.close()
         if self._own_pool and self._executor is not None:
             if interrupted:
@@ -732,7 +870,7 @@ class TaskGroup:
 
 
 @final
-class CancelScope:
+class CancelScope(_Block):
     """A block whose ambient token can be cancelled on its own, or by a deadline.
 
     Inside the block `current_token()` is the scope's token: a child of the
@@ -755,7 +893,7 @@ class CancelScope:
         ValueError: ``timeout`` is negative or NaN.
     """
 
-    __slots__ = ("__weakref__", "_caught", "_enclosing", "_entered", "_fail", "_source", "_use")
+    __slots__ = ("__weakref__", "_caught", "_enclosing", "_fail")
     __module__ = "cancellable"
 
     def __init__(self, timeout: float | None = None, *, shield: bool = False) -> None:
@@ -806,11 +944,7 @@ class CancelScope:
         self._source.cancel_after(seconds)
 
     def __enter__(self) -> CancelScope:
-        if self._entered:
-            raise RuntimeError("a CancelScope can be entered only once")
-        self._entered = True
-        self._use = use_token(self._source.token)
-        self._use.__enter__()
+        self._enter_block()
         return self
 
     def __exit__(
@@ -819,10 +953,8 @@ class CancelScope:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        use, self._use = self._use, None
         try:
-            if use is not None:
-                use.__exit__(None, None, None)
+            self._leave_block()
             if (
                 isinstance(exc, OperationCancelledError)
                 and self._source.token.is_cancellation_requested
