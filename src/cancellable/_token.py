@@ -606,18 +606,25 @@ class CancellationToken:
         lock = self._lock
         if lock is None:
             return reg
-        with lock:
-            if not self._cancelled:
-                regs = self._regs
-                if regs is None:
-                    regs = self._regs = {}
-                if self._links is None:
-                    # One dict store commits it; the field only names the token.
-                    regs[reg] = None
-                    reg._token = self
+        try:
+            with lock:
+                if not self._cancelled:
+                    regs = self._regs
+                    if regs is None:
+                        regs = self._regs = {}
+                    if self._links is None:
+                        # One dict store commits it; the field only names the token.
+                        regs[reg] = None
+                        reg._token = self
+                        return reg
+                    _until_done(_add_linked, self, reg, [self])
                     return reg
-                _until_done(_add_linked, self, reg, [self])
-                return reg
+        except BaseException:
+            # A signal landed as the lock was let go, after the commit: the
+            # caller never gets the registration to undo it, so undo it here.
+            if reg._token is self:
+                self._unregister(reg)
+            raise
         callback(*args)
         reg._fn = None
         reg._args = ()
@@ -718,12 +725,13 @@ class CancellationToken:
         seconds = check_seconds(timeout, "timeout")
         waiter = allocate_lock()
         waiter.acquire()
-        reg = self.register(waiter.release)
+        reg = None
         woke = False
         try:
+            reg = self.register(waiter.release)
             woke = waiter.acquire(True, -1 if seconds is None else min(seconds, TIMEOUT_MAX))
         finally:
-            if not woke:
+            if not woke and reg is not None:
                 reg.unregister()
         return woke or self._cancelled
 
