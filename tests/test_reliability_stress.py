@@ -121,8 +121,13 @@ def _record(i: int, calls: bytearray, outcome: bytearray, future: Future[int]) -
         outcome[i] = UNEXPECTED
 
 
-def _round(tasks: int, seed: int) -> dict[str, int]:
-    """Run one round of the load; check it; return the outcome counts."""
+def _round(tasks: int, seed: int, *, every_outcome: bool = True) -> dict[str, int]:
+    """Run one round of the load; check it; return the outcome counts.
+
+    ``every_outcome``: also require that the round completed, failed and
+    cancelled at least one task each (a short warm-up round may finish its
+    tasks before any cancel reaches them).
+    """
     rng = random.Random(seed)
     tree = _Tree(random.Random(seed + 1))
     runs = bytearray(tasks)
@@ -192,9 +197,10 @@ def _round(tasks: int, seed: int) -> dict[str, int]:
         "cancelled": outcome.count(CANCELLED),
     }
     assert sum(counts.values()) == tasks
-    # The load must exercise every outcome, or it proves little.
-    assert all(counts.values()), counts
-    assert tree.cancels > 0
+    if every_outcome:
+        # The load must exercise every outcome, or it proves little.
+        assert all(counts.values()), counts
+        assert tree.cancels > 0
     return counts
 
 
@@ -207,7 +213,8 @@ def test_every_task_ends_exactly_once_under_concurrent_cancels() -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(900 if FULL else 150)
 def test_a_round_of_the_load_retains_no_memory() -> None:
-    _round(2000, seed=2)  # warm up caches and free lists outside the measurement
+    # Warm up caches and free lists outside the measurement.
+    _round(2000, seed=2, every_outcome=False)
     gc.collect()
     # Only blocks allocated while tracing count: what the round leaves alive.
     tracemalloc.start()
