@@ -29,7 +29,6 @@ How the group knows its tasks ended, cheaply:
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -42,6 +41,7 @@ from typing import Any, Final, ParamSpec, TypeVar, final
 from ._checks import check_callable, check_seconds
 from ._errors import OperationCancelledError
 from ._executor import CancellableThreadPoolExecutor
+from ._remote import log_cancel_errors
 from ._task import CancellableFuture
 from ._token import (
     CancellationToken,
@@ -57,7 +57,6 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 _T = TypeVar("_T")
 
-_log = logging.getLogger("cancellable")
 
 _GROUP_ERRORS: Final = "unhandled errors in a TaskGroup"
 
@@ -72,15 +71,6 @@ _Runner = Callable[..., Any]
 # transitions publish (`done()` reads the same through two calls, five times
 # the cost, which adds up over every task at a group's exit).
 _ENDED: Final = (FINISHED, CANCELLED_AND_NOTIFIED)
-
-
-def _cancel_quietly(source: CancellationTokenSource, reason: object) -> None:
-    """Cancel for the library itself: callback errors go to the logger."""
-    try:
-        source.cancel(reason)
-    except BaseExceptionGroup as group:
-        for error in group.exceptions:
-            _log.error("error in a cancellation callback", exc_info=error)
 
 
 def _is_base_error(error: BaseException) -> bool:
@@ -190,7 +180,7 @@ class _QueuedFuture(CancellableFuture[_R]):
         is signalled. Errors from the token's callbacks are logged. Never
         blocks on the task.
         """
-        _cancel_quietly(self._q_source, reason)
+        log_cancel_errors(self._q_source, reason)
 
     def cancel(self) -> bool:
         """Cancel the task if it has not started; return whether it is cancelled.
@@ -530,7 +520,7 @@ class TaskGroup(_Block):
             elif collect:
                 self._errors.append(error)
         if cancel or base:
-            _cancel_quietly(self._source, error)
+            log_cancel_errors(self._source, error)
 
     # -- the limited mode (a shared executor and a limit) -----------------------
 
