@@ -19,12 +19,18 @@ def interrupt_when_blocked(proc: subprocess.Popen[Any], timeout: float = 10) -> 
     This polls, as nothing else shows a thread's kernel state (Linux only;
     elsewhere the signal is sent at once).
     """
-    stat = f"/proc/{proc.pid}/task/{proc.pid}/stat"
+    wait_until_asleep(f"/proc/{proc.pid}/task/{proc.pid}/stat", timeout, 0.01)
+    proc.send_signal(signal.SIGINT)
+
+
+def wait_until_asleep(stat: str, timeout: float, poll: float) -> None:
+    """Poll the kernel state in ``stat`` (a thread's ``/proc/.../stat``) until it
+    has read "sleeping" three times in a row, the file is gone, or ``timeout``
+    seconds passed. Returns at once where there is no such file."""
     deadline = time.monotonic() + timeout
     asleep = 0
     while os.path.exists(stat) and asleep < 3 and time.monotonic() < deadline:
         with open(stat) as f:
             state = f.read().rpartition(")")[2].split()[0]
         asleep = asleep + 1 if state == "S" else 0
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
+        time.sleep(poll)

@@ -10,13 +10,11 @@ anywhere inside the library leaves every object usable.
 from __future__ import annotations
 
 import dis
-import os
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
-import time
 from _thread import allocate_lock
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -25,6 +23,7 @@ from types import CodeType, FrameType
 from typing import Any, TypeVar
 
 import pytest
+from benchmarks._childproc import wait_until_asleep
 
 import cancellable
 from cancellable import _primitives
@@ -291,14 +290,7 @@ def interrupt_when_asleep(thread: threading.Thread, timeout: float = 10) -> None
     nothing else shows a thread's kernel state (Linux; elsewhere it sends at
     once).
     """
-    stat = f"/proc/self/task/{thread.native_id}/stat"
-    deadline = time.monotonic() + timeout
-    asleep = 0
-    while os.path.exists(stat) and asleep < 3 and time.monotonic() < deadline:
-        with open(stat) as f:
-            state = f.read().rpartition(")")[2].split()[0]
-        asleep = asleep + 1 if state == "S" else 0
-        time.sleep(0.005)
+    wait_until_asleep(f"/proc/self/task/{thread.native_id}/stat", timeout, 0.005)
     assert thread.ident is not None
     signal.pthread_kill(thread.ident, signal.SIGINT)
 
