@@ -7,6 +7,7 @@ import contextvars
 import functools
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from concurrent.futures import (
     CancelledError,
@@ -177,8 +178,9 @@ class TestPendingCancellation:
             for _ in range(1000):
                 pool.submit(print, token=cts.token)
             stats = _token_stats(cts.token)
-            # One hook of the pool's for all of them, no user-visible registration.
-            assert (stats.watchers, stats.registrations) == (1, 0)
+            # Two hooks of the pool's for all of them (the first task's own,
+            # one group for the rest), no user-visible registration.
+            assert (stats.watchers, stats.registrations) == (2, 0)
             cts.cancel()
         finally:
             gate.set()
@@ -296,6 +298,127 @@ class TestPendingCancellation:
         ex.shutdown(wait=True, cancel_futures=True)
         assert pending.cancelled()
         assert running.cancelled()
+
+
+class TestTokenUsedByOneTask:
+    """A submit token used by one task (a child token per request): the task
+    watches it itself, without a group."""
+
+    def test_its_cancel_and_its_parents_end_pending_tasks_at_once(
+        self, pool: CancellableThreadPoolExecutor
+    ) -> None:
+        gate, _ = occupy_workers(pool, 2)
+        try:
+            app = CancellationTokenSource()
+            requests = [CancellationTokenSource(app.token) for _ in range(3)]
+            futures = [pool.submit(int, token=request.token) for request in requests]
+            assert [_token_stats(r.token).watchers for r in requests] == [1, 1, 1]
+            requests[0].cancel("one")
+            assert futures[0].cancelled()
+            assert not futures[1].done()
+            app.cancel("all")
+            assert all(future.cancelled() for future in futures)
+            with pytest.raises(OperationCancelledError) as raised:
+                futures[2].result(timeout=0)
+            assert raised.value.reason == "all"
+            assert [_token_stats(r.token).watchers for r in requests] == [0, 0, 0]
+        finally:
+            gate.set()
+
+    def test_the_task_lets_go_of_its_token_once_it_ends(self) -> None:
+        with CancellableThreadPoolExecutor(1) as pool:
+            request = CancellationTokenSource()
+            token = weakref.ref(request.token)
+            future = pool.submit(int, token=request.token)
+            del request
+            future.result(timeout=5)
+            # The worker's next turn begins after its last one ended.
+            pool.submit(int).result(timeout=5)
+            assert token() is None
+            assert future.done()
+
+    def test_one_token_in_two_pools_reaches_both(self) -> None:
+        first = CancellableThreadPoolExecutor(1)
+        second = CancellableThreadPoolExecutor(1)
+        gates = [occupy_workers(pool, 1)[0] for pool in (first, second)]
+        try:
+            shared = CancellationTokenSource()
+            futures = [pool.submit(int, token=shared.token) for pool in (first, second)]
+            # The first task watches the token alone, the second pool's
+            # through a group.
+            assert _token_stats(shared.token).watchers == 2
+            shared.cancel()
+            assert all(future.cancelled() for future in futures)
+            assert _token_stats(shared.token).watchers == 0
+        finally:
+            for gate in gates:
+                gate.set()
+            first.shutdown()
+            second.shutdown()
+
+    def test_later_tasks_of_the_token_share_a_group(
+        self, pool: CancellableThreadPoolExecutor
+    ) -> None:
+        gate, _ = occupy_workers(pool, 2)
+        try:
+            job = CancellationTokenSource()
+            futures = [pool.submit(int, token=job.token) for _ in range(50)]
+            assert _token_stats(job.token).watchers == 2
+            futures[0].cancel()  # the solo task: its watch goes
+            assert _token_stats(job.token).watchers == 1
+            job.cancel()
+            assert all(future.cancelled() for future in futures)
+        finally:
+            gate.set()
+
+    def test_its_own_token_made_while_pending_is_cancelled_with_it(
+        self, pool: CancellableThreadPoolExecutor
+    ) -> None:
+        gate, _ = occupy_workers(pool, 2)
+        try:
+            request = CancellationTokenSource()
+            future = pool.submit(int, token=request.token)
+            own = future.token
+            request.cancel("stop")
+            assert own.reason == "stop"
+            assert future.cancelled()
+        finally:
+            gate.set()
+
+    def test_slots_come_back_in_a_bounded_pool(self) -> None:
+        with CancellableThreadPoolExecutor(1, max_pending=2) as pool:
+            gate, _ = occupy_workers(pool, 1)
+            try:
+                for _ in range(20):
+                    requests = [CancellationTokenSource() for _ in range(2)]
+                    futures = [pool.submit(int, token=r.token) for r in requests]
+                    for request in requests:
+                        request.cancel()
+                    assert all(future.cancelled() for future in futures)
+                assert pool.statistics().pending == 0
+            finally:
+                gate.set()
+
+    def test_tasks_from_a_thread_with_no_context_variables_start_clean(
+        self, pool: CancellableThreadPoolExecutor
+    ) -> None:
+        var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+
+        def read_then_set() -> str:
+            seen = var.get()
+            var.set("task")
+            return seen
+
+        seen: list[str] = []
+
+        def submitter() -> None:
+            # A new thread's context holds no variable at all.
+            seen.extend(pool.submit(read_then_set).result(timeout=5) for _ in range(2))
+
+        thread = threading.Thread(target=submitter)
+        thread.start()
+        thread.join(timeout=10)
+        assert seen == ["unset", "unset"]
 
 
 class TestRunningTasks:

@@ -394,10 +394,14 @@ def _strong_registrations(token: Any) -> list[Any]:
     Reads the token's private registries (``_regs``: callbacks, and links to
     child tokens, which are weak unless the child has callbacks of its own;
     ``_watchers``: the library's own hooks, a pool's groups and pending
-    tasks); an empty list if the token keeps none or has no such registry.
+    tasks; ``_solo``: a pending task watching its submit token alone); an
+    empty list if the token keeps none or has no such registry.
     """
     regs = list(getattr(token, "_regs", None) or ())
     regs += list(getattr(token, "_watchers", None) or ())
+    solo = getattr(token, "_solo", None)
+    if solo is not None:
+        regs.append(solo)
     return [
         reg
         for reg in regs

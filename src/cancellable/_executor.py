@@ -49,6 +49,7 @@ from ._task import (
     CancellableFuture,
     SignalSafeCondition,
     WorkerRecord,
+    cancel_pending,
     context_run_target,
     execute,
     new_task,
@@ -560,6 +561,11 @@ class CancellableThreadPoolExecutor(ThreadPoolExecutor):
             if core.bounded:
                 core.free_slots((future,))
             reject(future, cause)
+        elif tok is not None and tok._cancelled:
+            # Cancelled while it was being queued, after its group's or its
+            # own watch ran without finding it: end it now, not when a
+            # worker takes it (ending it is idempotent).
+            cancel_pending(future, tok)
         return future
 
     def _adjust_thread_count(self) -> None:

@@ -410,6 +410,7 @@ class Board:
             future._group = gen.default
             self.rejected += 1
             return gen_token, stale
+        group: Group | None
         if tok is None:
             group = gen.default
         else:
@@ -421,31 +422,67 @@ class Board:
                 # Before the lookup: the group found below is never one
                 # being forgotten.
                 stale = self.collect_empties()
-            group = gen.groups.get(tok)  # type: ignore[assignment]
-            if group is None:
-                # One statement: a signal cannot separate the group from its
-                # registration.
-                group = gen.groups[tok] = Group.registered(gen, tok)
-                if tok._cancelled:
+            group = gen.groups.get(tok)
+        try:
+            if group is None and tok is not None:
+                if self._solo(future, tok):
+                    # The token's only task: it watches the token itself,
+                    # from the generation's default group (see `_solo`).
+                    group = gen.default
+                elif not tok._cancelled:
+                    # One statement: a signal cannot separate the group from
+                    # its registration.
+                    group = gen.groups[tok] = Group.registered(gen, tok)
+                if group is None or tok._cancelled:
                     # Cancelled while it registered: its callback ran on
-                    # this thread, on the empty group.
-                    future._group = group
+                    # this thread (on the empty group, or on the solo task
+                    # not yet queued); the caller ends the task.
+                    future._group = gen.default if group is None else group
                     self.rejected += 1
                     return tok, stale
-        future._group = group
-        try:
-            group[future] = True
+            future._group = group
+            # Not None: set above when ``tok`` is.
+            group[future] = True  # type: ignore[index]
             self.put(future)
         except BaseException:
-            # A signal between the entry and the queueing: this submit did
-            # not happen (the caller gives the slot back and raises). A
-            # worker that took the task from the queue meanwhile finds it
-            # gone from its group and skips it.
-            if group.pop(future, None) is not None and group.token is not None and not group:
+            # A signal before the queueing: this submit did not happen (the
+            # caller gives the slot back and raises). A worker that took the
+            # task from the queue meanwhile finds it gone from its group and
+            # skips it.
+            if (
+                group is not None
+                and group.pop(future, None) is not None
+                and group.token is not None
+                and not group
+            ):
                 self.empties.append(group)
+            _let_go_of_sub(future)
             raise
         self.enqueued += 1
         return None, stale
+
+    def _solo(self, future: CancellableFuture[Any], tok: CancellationToken) -> bool:
+        """Make ``future`` a solo task of ``tok`` if it is the token's first; ``lock`` held.
+
+        A token used for one task (a fresh child token per request, say)
+        then costs no group, no watcher dict and no collection later: the
+        task watches it alone, in the token's slot for one watcher, until it
+        starts or ends. Later tasks of the same token, while this one
+        watches, share a group as usual. False, leaving nothing behind, if
+        the slot is taken (by another pool's task) or the token cancelled.
+        """
+        if tok._solo is not None:
+            return False
+        # The default group first: a cancel that runs the watch at once
+        # must find the task's group (it is not in it yet, so it cannot end
+        # it, and the caller sees the flag).
+        future._group = self.gen.default
+        # Before the watch: the caller's undo finds it (`_let_go_of_sub`).
+        future._sub = tok
+        if tok._watch_solo(future):
+            return True
+        future._sub = None
+        return False
 
     # -- what the pool reports -----------------------------------------------
 
@@ -511,7 +548,7 @@ class Board:
             if current is None:
                 continue
             cancelled = cancel_time(current)
-            fn = current._fn
+            fn = current._call
             if cancelled is None or fn is None:
                 continue
             since = now - cancelled[0]
@@ -727,6 +764,9 @@ class Group(dict["CancellableFuture[Any]", bool]):
         own = future._tok
         if own is not None and own._cancelled:
             return own
+        sub = future._sub
+        if sub is not None and sub._cancelled:
+            return sub
         return None
 
     def settle(self, futures: Sequence[CancellableFuture[Any]]) -> bool:
@@ -779,14 +819,19 @@ class Group(dict["CancellableFuture[Any]", bool]):
                             future, count = pop()[0], count + 1
                             if bounded:
                                 popped.append(future)
-                            future._fn = None
-                            future._args = ()
-                            future._kwargs = None
+                            future._call = None
+                            future._cargs = ()
+                            future._ckwargs = None
                             future._ctx = None
+                            sub = future._sub
+                            if sub is not None:
+                                # A solo task's watch of its submit token.
+                                sub._unwatch_solo(future)
                             if error is None and future._sync is None and future._treg is None:
                                 future._cause = cause
                                 future._st = CANCELLED_AND_NOTIFIED
                                 future._sync = _CXL
+                                future._sub = None
                                 future._group = None
                             else:
                                 observed.append(future)
@@ -859,12 +904,17 @@ def new_task(
 ) -> CancellableFuture[_R]:
     """A new task's future, holding its call and a copy of this thread's context."""
     future: CancellableFuture[_R] = _new(CancellableFuture)
-    future._fn = fn
-    future._args = args
+    future._call = fn
+    future._cargs = args
     # Share one empty dict rather than keep the call's own alive until the
     # task runs (``**`` copies it for the callee anyway).
-    future._kwargs = kwargs or _NO_KWARGS
-    future._ctx = copy_context()
+    future._ckwargs = kwargs or _NO_KWARGS
+    ctx = copy_context()
+    if ctx:
+        # Kept only if it holds something: a thread that never set a
+        # context variable (most) gives each task a fresh empty context when
+        # it runs, one less object per pending task for the collector.
+        future._ctx = ctx
     return future
 
 
@@ -891,6 +941,9 @@ def start(future: CancellableFuture[Any]) -> bool:
         end(future, _CXL, None, None, cause)
         return False
     _unregister_task_token(future)
+    sub = future._sub
+    if sub is not None:
+        sub._unwatch_solo(future)
     return True
 
 
@@ -931,10 +984,12 @@ def execute(future: CancellableFuture[Any], run: Callable[..., Any], record: Wor
     future._st = RUNNING
     token = group.token
     own = future._tok
+    sub = future._sub
     if (
         (token is not None and token._cancelled)
         or group.gen.token._cancelled
         or (own is not None and own._cancelled)
+        or (sub is not None and sub._cancelled)
     ):
         # A cancel was seen before the task started: it never starts.
         _drop_call(future)
@@ -945,10 +1000,19 @@ def execute(future: CancellableFuture[Any], run: Callable[..., Any], record: Wor
     if hook is not None:
         future._treg = None
         hook.unwatch()
+    if sub is not None:
+        # As `_unwatch_solo`, written out: it is the token's one statement
+        # per solo task on this path.
+        if sub._solo is future:
+            sub._solo = None
+        future._token = None
     # The call stays on the future while it runs (a laggard report names it).
     record.current = future
     try:
-        result = future._ctx.run(run, future, future._fn, future._args, future._kwargs)  # type: ignore[union-attr]
+        ctx = future._ctx
+        if ctx is None:
+            ctx = Context()
+        result = ctx.run(run, future, future._call, future._cargs, future._ckwargs)
     except BaseException as error:
         record.current = None
         _drop_call(future)
@@ -962,9 +1026,9 @@ def execute(future: CancellableFuture[Any], run: Callable[..., Any], record: Wor
         return
     record.current = None
     record.completed += 1
-    future._fn = None
-    future._args = ()
-    future._kwargs = None
+    future._call = None
+    future._cargs = ()
+    future._ckwargs = None
     future._ctx = None
     if future._sync is None:
         with group.lock:
@@ -973,6 +1037,7 @@ def execute(future: CancellableFuture[Any], run: Callable[..., Any], record: Wor
                 future._result = result
                 future._st = FINISHED
                 future._sync = _FIN
+                future._sub = None
                 future._group = None
                 return
     end(future, _FIN, result, None, None)
@@ -1017,7 +1082,7 @@ def cancel_time(future: CancellableFuture[Any]) -> tuple[float, object] | None:
         return None
     seen = [
         token
-        for token in (group.token, group.gen.token, future._tok)
+        for token in (group.token, group.gen.token, future._tok, future._sub)
         if token is not None and token._cancelled
     ]
     if not seen:
@@ -1068,9 +1133,9 @@ def reject(future: CancellableFuture[Any], cause: CancellationToken) -> None:
 
 def _drop_call(future: CancellableFuture[Any]) -> None:
     # What the task would have run: let it go as soon as the task cannot start.
-    future._fn = None
-    future._args = ()
-    future._kwargs = None
+    future._call = None
+    future._cargs = ()
+    future._ckwargs = None
     future._ctx = None
 
 
@@ -1129,11 +1194,13 @@ def _publish(
                     future._cause = cause
                     future._st = final.state
                     future._sync = final
+                    _let_go_of_sub(future)
                     future._group = None
                     return
         sync = future._sync
     if sync.__class__ is _Final:
         if future._group is not None and future._st == sync.state:
+            _let_go_of_sub(future)
             future._group = None  # the last step of an interrupted publication
             return
         raise InvalidStateError(f"{future._state}: {future!r}")
@@ -1162,7 +1229,16 @@ def _publish(
                 # One statement: a waiter told is counted (never told twice).
                 sync.told = getattr(waiters[sync.told], tell)(future) or sync.told + 1  # type: ignore[union-attr]
         cond.notify_all()
+    _let_go_of_sub(future)
     future._group = None
+
+
+def _let_go_of_sub(future: CancellableFuture[Any]) -> None:
+    # An ended solo task stops watching its submit token and lets it go.
+    sub = future._sub
+    if sub is not None:
+        sub._unwatch_solo(future)
+        future._sub = None
 
 
 def _unregister_task_token(future: CancellableFuture[Any]) -> None:
@@ -1263,10 +1339,18 @@ class CancellableFuture(Future[_R]):
     # The task token's hook while the task is pending.
     _treg: _PendingHook | None = None
     _cause: CancellationToken | None = None
-    _fn: Callable[..., Any] | None = None
-    _args: tuple[Any, ...] = ()
-    _kwargs: dict[str, Any] | None = None
+    # The task's call, until it runs or cannot.
+    _call: Callable[..., Any] | None = None
+    _cargs: tuple[Any, ...] = ()
+    _ckwargs: dict[str, Any] | None = None
     _ctx: Context | None = None
+    # A solo task: the submit token it watches itself (no group), kept
+    # until the task ends. The watch is the future itself, with the fields a
+    # token's cancel reads (`CancellationToken._watch_solo`): ``_token``
+    # while it watches, and ``_fn(*_args)``, which ends it cancelled.
+    _sub: CancellationToken | None = None
+    _token: CancellationToken | None = None
+    _args: tuple[Any, ...] = ()
     # Set when asyncio chains this future (wrap_future): then a cancel() of
     # the asyncio side that cannot cancel a running task cancels its token.
     _awaited_from_asyncio: bool = False
@@ -1274,6 +1358,10 @@ class CancellableFuture(Future[_R]):
     def __init__(self) -> None:
         """Create a standalone future (executors create theirs themselves)."""
         self._sync = _Sync()
+
+    def _fn(self) -> None:
+        # A solo task's watch (see ``_sub``): its submit token was cancelled.
+        cancel_pending(self, self._sub)
 
     # -- what the stdlib's wait() and as_completed() read ----------------------
 
@@ -1608,7 +1696,8 @@ class CancellableFuture(Future[_R]):
         token = _new_token()
         group = self._group
         if group is not None:
-            _link(token, group.parents)
+            sub = self._sub
+            _link(token, group.parents if sub is None else (sub, group.gen.token))
         elif self._cause is not None:
             # A task that ended cancelled (its group already let go): its
             # token is cancelled with the same reason.

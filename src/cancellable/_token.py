@@ -185,6 +185,17 @@ class _Watcher(Protocol):
     def __hash__(self) -> int: ...
 
 
+class _SoloWatcher(Protocol):
+    """What `CancellationToken._watch_solo` takes: ``_fn(*_args)`` runs on cancel."""
+
+    _token: CancellationToken | None
+
+    @property
+    def _args(self) -> tuple[object, ...]: ...
+
+    def _fn(self) -> object: ...
+
+
 _Registration = CancellationTokenRegistration | _Link
 
 
@@ -340,7 +351,7 @@ class _CancelRun:
         # 1-tuples naming tokens whose parents must re-check their holds.
         self.work: list[CancellationToken | _Link | tuple[CancellationToken]] = [root]
         # The registration taken from a token and not yet started (at most one).
-        self.todo: list[_Registration] = []
+        self.todo: list[_Registration | _SoloWatcher] = []
         self.errors: list[BaseException] = []
 
 
@@ -418,6 +429,12 @@ def _cancel_steps(run: _CancelRun) -> None:
                 token._links = None
             if work[-1] is not token:
                 continue  # parents whose holds must change go first
+        if token._solo is not None:
+            with lock:  # type: ignore[union-attr]
+                # Taken and put on the list in one statement; the loop's top
+                # runs it, then comes back here for the rest.
+                token._solo = todo.append(token._solo)  # type: ignore[func-returns-value]
+            continue
         # The callbacks of this token, latest first (its watchers before
         # them), until one is a link (whose child goes on the work list first)
         # or none is left.
@@ -499,6 +516,7 @@ class CancellationToken:
         "_reason",
         "_regs",
         "_running",
+        "_solo",
         "_unreg_waiters",
         "_watchers",
     )
@@ -530,6 +548,10 @@ class CancellationToken:
     # The library's own hooks (`_watch`): run before every registration, so
     # its bookkeeping is final before user callbacks of this token run.
     _watchers: dict[_Watcher, None] | None
+    # One more such hook kept without a dict (`_watch_solo`): the pending
+    # pool task of a token submitted once, the common case of a token per
+    # request. Run before the other watchers.
+    _solo: _SoloWatcher | None
 
     def __init__(self) -> None:
         raise TypeError(
@@ -655,6 +677,38 @@ class CancellationToken:
                 watchers = self._watchers = {}
             watchers[watcher] = None
             return True
+
+    def _watch_solo(self, watcher: _SoloWatcher) -> bool:
+        """Like `_watch`, in the token's one slot for a hook kept without a dict.
+
+        Returns False, adding nothing, if the token is cancelled, is
+        `CancellationToken.NONE`, or already has a solo watcher. Remove it
+        with `_unwatch_solo`.
+        """
+        lock = self._lock
+        if lock is None:
+            return False
+        with lock:
+            if self._cancelled or self._solo is not None:
+                return False
+            watcher._token = self
+            self._solo = watcher
+            return True
+
+    def _unwatch_solo(self, watcher: _SoloWatcher) -> None:
+        """Remove a watcher added by `_watch_solo`, unless a cancel already took it.
+
+        No lock, never waits. Relies on the GIL: the slot only ever goes from
+        None to a watcher under the lock, and back to None here or in the
+        cancel (which takes it under the lock); so between this test and this
+        store nobody else can put a watcher there, and two stores of None
+        agree. (A signal landing between the two statements leaves the
+        watcher in the slot, where it costs nothing: a cancel that runs it
+        finds its task no longer pending.)
+        """
+        if self._solo is watcher:
+            self._solo = None
+        watcher._token = None
 
     def _unwatch(self, watcher: _Watcher) -> None:
         """Remove a watcher added by `_watch`, unless its cancel already took it.
@@ -817,6 +871,7 @@ def _new_token() -> CancellationToken:
     token._canceller = None
     token._unreg_waiters = None
     token._watchers = None
+    token._solo = None
     token._cancelled_at = 0.0
     return token
 
@@ -1180,7 +1235,7 @@ def _token_stats(token: CancellationToken) -> TokenStats:
             strong_children=sum(link.strong is not None for link in children),
             parents=len(links),
             held_strongly=any(link.strong is not None for link in links),
-            watchers=len(token._watchers or ()),
+            watchers=len(token._watchers or ()) + (token._solo is not None),
         )
 
 
