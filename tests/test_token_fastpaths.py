@@ -281,9 +281,10 @@ class TestOneParent:
             CancellationTokenSource(3)  # type: ignore[arg-type]
         assert holds_nothing(parent.token)
 
-    def test_a_child_costs_one_tracked_object_more_than_a_root(self) -> None:
-        # The weak link; no tuple of one link. (Fewer objects the collector
-        # tracks, fewer collections for a program making a child per request.)
+    def test_a_child_costs_no_more_tracked_objects_than_a_root(self) -> None:
+        # The weak link, but no lock of its own (its parent's family lock)
+        # and no tuple of one link. (Fewer objects the collector tracks,
+        # fewer collections for a program making a child per request.)
         parent = CancellationTokenSource()
         first = CancellationTokenSource(parent.token)  # the parent's dict exists from here
         count = 1000
@@ -301,11 +302,46 @@ class TestOneParent:
 
         roots = tracked(CancellationTokenSource)
         children = tracked(lambda: CancellationTokenSource(parent.token))
-        # One more per child (two with a tuple of one link); a little slack
-        # for whatever another thread allocates meanwhile.
-        assert count * 0.9 < children - roots < count * 1.1, (children - roots) / count
+        # The link instead of the lock (one more with a tuple of one link, or
+        # a lock per child); a little slack for whatever another thread
+        # allocates meanwhile.
+        assert abs(children - roots) < count * 0.1, (children - roots) / count
         assert _token_stats(parent.token).children == 1  # the others went when dropped
         del first
+
+    def test_one_parent_children_share_a_lock_and_grandchildren_another(self) -> None:
+        parent = CancellationTokenSource()
+        first, second = (CancellationTokenSource(parent.token) for _ in range(2))
+        grandchild = CancellationTokenSource(first.token)
+        both = CancellationTokenSource(first.token, second.token)
+        locks = [s.token._lock for s in (parent, first, second, grandchild, both)]
+        assert locks[1] is locks[2]
+        assert len({id(lock) for lock in locks}) == 4  # siblings share; nobody else
+        # Siblings' locked sections, each reaching up to the shared parent,
+        # from two threads at once, and cancels down through them.
+        seen: list[int] = []
+        stop = threading.Barrier(2)
+
+        def churn(source: CancellationTokenSource, tag: int) -> None:
+            stop.wait(timeout=10)
+            for _ in range(2000):
+                source.token.register(seen.append, tag).unregister()
+                with CancellationTokenSource(source.token) as inner:
+                    inner.token.register(int)
+
+        threads = [
+            threading.Thread(target=churn, args=(source, tag))
+            for tag, source in enumerate((first, second))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+            assert not thread.is_alive()
+        grandchild.token.register(seen.append, 9)
+        parent.cancel()
+        assert seen == [9]
+        assert both.token.is_cancellation_requested
 
     def test_ctrl_c_in_the_constructor_leaves_no_half_linked_child(self) -> None:
         def scenario(state: tuple[CancellationTokenSource, list[CancellationTokenSource]]) -> None:

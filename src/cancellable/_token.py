@@ -18,7 +18,11 @@ with one atomic ``dict.pop``, taking no lock, since the garbage collector may
 run it while any lock is held.
 
 Locks are only ever taken upward (a child's, then a parent's), and callbacks
-run outside every lock. Nothing recurses along links: cancelling, and making
+run outside every lock. So the children of one parent made with that parent
+alone may share a lock (the parent's ``_family``): siblings never take each
+other's, and a child per request then costs no lock object of its own. A
+submit token used by one pool task holds that task in its ``_solo`` slot
+rather than in a dict. Nothing recurses along links: cancelling, and making
 parents hold a child strongly or weakly, walk explicit work lists, so a chain
 of any depth takes no stack. Those walks are written to be resumed after a
 `KeyboardInterrupt` lands in them (see "finishing what an interrupt broke
@@ -510,6 +514,7 @@ class CancellationToken:
         "_canceller",
         "_closed",
         "_deadline",
+        "_family",
         "_links",
         "_lock",
         "_nstrong",
@@ -528,7 +533,17 @@ class CancellationToken:
     # time.monotonic() when it was cancelled (for the pool's laggard report).
     _cancelled_at: float
     _reason: object
+    # Its own lock, or the lock its parent shares among its one-parent
+    # children (`_family`); None only for `NONE`.
     _lock: LockType | None
+    # The lock this token gives its one-parent children, made with the
+    # first: a token's lock is one object fewer for the collector to track
+    # per child (a child per request, say). Siblings never hold each other's
+    # lock, and a token never takes a lock below its own (locks are only
+    # taken upward), so sharing one among siblings cannot deadlock; it only
+    # serialises their short locked sections (under the GIL these rarely
+    # contend; a free-threaded build would see one lock per family).
+    _family: LockType | None
     _regs: dict[_Registration, None] | None
     # While the token has parents (``_links``): its registrations plus its
     # strongly held children, the reasons for the parents to hold it strongly.
@@ -857,11 +872,13 @@ class CancellationToken:
         return self
 
 
-def _new_token() -> CancellationToken:
+def _new_token(lock: LockType | None = None) -> CancellationToken:
+    """A new token, with its own lock or with ``lock`` (its parent's `_family`)."""
     token: CancellationToken = _new(CancellationToken)
     token._cancelled = False
     token._reason = None
-    token._lock = allocate_lock()
+    token._lock = allocate_lock() if lock is None else lock
+    token._family = None
     token._regs = None
     token._nstrong = 0
     token._links = None
@@ -1021,7 +1038,16 @@ class CancellationTokenSource:
 
     def __init__(self, *parents: CancellationToken, timeout: float | None = None) -> None:
         seconds = None if timeout is None else check_seconds(timeout, "timeout")
-        token = _new_token()
+        family = None
+        if len(parents) == 1:
+            parent = parents[0]
+            if parent.__class__ is CancellationToken and parent._lock is not None:
+                family = parent._family
+                if family is None:
+                    # Two first children made at once may each make one:
+                    # either way every token keeps the one lock it got.
+                    family = parent._family = allocate_lock()
+        token = _new_token(family)
         self._token = token
         if parents:
             _link(token, parents)
