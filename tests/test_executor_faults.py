@@ -76,6 +76,8 @@ class State:
     gate: threading.Event = field(default_factory=threading.Event)
     job: CancellationTokenSource = field(default_factory=CancellationTokenSource)
     app: CancellationTokenSource = field(default_factory=CancellationTokenSource)
+    # Tokens the scenario made (kept, so the checker can look at them).
+    requests: list[CancellationTokenSource] = field(default_factory=list)
     shut: bool = False
 
     def task(self, i: int) -> int:
@@ -163,6 +165,16 @@ def _token_cancel(s: State) -> None:
     s.job.cancel("the job")
 
 
+def _per_request(s: State) -> None:
+    # A child of the app token per task: each task watches its token alone.
+    for i in range(3):
+        s.requests.append(CancellationTokenSource(s.app.token))
+        s.submit(i, token=s.requests[-1].token)
+    s.observe(s.futures[1], 1)
+    s.requests[0].cancel("one request")
+    s.app.cancel("the app")
+
+
 def _executor_token_cancel(s: State) -> None:
     fs = [s.submit(i) for i in range(2)]
     s.observe(fs[0], 0)
@@ -219,6 +231,8 @@ SCENARIOS: dict[str, tuple[Callable[[State], None], Callable[[], State]]] = {
     "cancel_all with max_pending": (_cancel_all, _setup(max_pending=4)),
     "token cancel": (_token_cancel, _setup()),
     "token cancel with max_pending": (_token_cancel, _setup(max_pending=3)),
+    "per-request tokens": (_per_request, _setup()),
+    "per-request tokens with max_pending": (_per_request, _setup(max_pending=3)),
     "executor token cancel": (_executor_token_cancel, _setup(ex_token=True)),
     "shutdown(cancel_futures=True)": (_shutdown_cancel, _setup()),
     "shutdown(wait=True)": (_submit_and_shutdown_wait, _setup(occupied=False)),
@@ -303,7 +317,8 @@ class _Checker:
         refs = _weakrefs(pool)
         state.pool = pool = None  # type: ignore[assignment]
         state.futures.clear()
-        tokens = [state.job.token, state.app.token]
+        tokens = [state.job.token, state.app.token] + [r.token for r in state.requests]
+        state.requests.clear()
 
         def held() -> bool:
             return any(_strong_registrations(token) for token in tokens) or any(
