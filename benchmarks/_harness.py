@@ -10,17 +10,22 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
+import importlib.util
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
 
 __all__ = [
     "Row",
     "cli",
     "compare",
     "header",
+    "load_tree",
     "machine",
     "markdown_table",
     "percentile",
@@ -143,8 +148,52 @@ def header(title: str, module: str, quick: bool, *, note: str | None = None) -> 
     return f"### {title} (`benchmarks/{module}.py`)\n\n`{command}` on {when}; {machine()}{tail}."
 
 
-def cli(run: Callable[..., str], doc: str | None) -> None:
-    """``python -m benchmarks.<module> [--quick]``: print what ``run(quick=...)`` returns."""
+def cli(
+    run: Callable[..., str],
+    doc: str | None,
+    *,
+    quick_help: str = "small sizes, a few seconds",
+    against: Callable[..., str] | None = None,
+    against_help: str = "compare with the package in DIR/cancellable (e.g. an older commit's src)",
+    module: str = "",
+) -> None:
+    """``python -m benchmarks.<module> [--quick] [--against DIR]``: print a report.
+
+    What ``run(quick=...)`` returns or, with ``--against DIR`` (offered when
+    ``against`` is given), a line naming the command and the machine, then
+    what ``against(DIR, quick=...)`` returns.
+    """
     parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
-    parser.add_argument("--quick", action="store_true", help="small sizes, a few seconds")
-    print(run(quick=parser.parse_args().quick))
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    if against is not None:
+        parser.add_argument("--against", metavar="DIR", help=against_help)
+    args = parser.parse_args()
+    if against is not None and args.against is not None:
+        when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        command = f"python -m benchmarks.{module} --against {args.against}" + (
+            " --quick" if args.quick else ""
+        )
+        print(f"`{command}` on {when}; {machine()}.\n")
+        print(against(args.against, quick=args.quick))
+        return
+    print(run(quick=args.quick))
+
+
+def load_tree(src: str | Path, name: str = "cancellable_before") -> ModuleType:
+    """Import the package found in ``src``/cancellable under the module name ``name``.
+
+    Its classes still say ``cancellable`` in their ``__module__``, so this
+    tree's package must be imported first.
+    """
+    init = Path(src) / "cancellable" / "__init__.py"
+    if not init.is_file():
+        raise ValueError(f"no cancellable/__init__.py under {str(src)!r}")
+    spec = importlib.util.spec_from_file_location(
+        name, init, submodule_search_locations=[str(init.parent)]
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

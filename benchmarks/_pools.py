@@ -31,6 +31,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
+from types import ModuleType
 from typing import Any
 
 from cancellable import (
@@ -156,17 +157,32 @@ class CancellablePool(Pool):
     application token: the pattern of a service that gives each request its
     own token. With ``tokens="job"`` every submit shares one job token and the
     backlog goes with that token's one ``cancel()``.
+
+    ``package`` is the ``cancellable`` package to use: another tree's, loaded
+    with `benchmarks._harness.load_tree`, for a before/after comparison.
     """
 
     def __init__(
-        self, max_workers: int, tokens: str = "none", buffersize: int | None = None
+        self,
+        max_workers: int,
+        tokens: str = "none",
+        buffersize: int | None = None,
+        package: ModuleType | None = None,
     ) -> None:
         super().__init__(max_workers)
         self.tokens = tokens
         self.buffersize = buffersize
-        self._pool = CancellableThreadPoolExecutor(max_workers)
-        self._job = CancellationTokenSource()
-        self._app = CancellationTokenSource()
+        self._source: type[CancellationTokenSource] = (
+            CancellationTokenSource if package is None else package.CancellationTokenSource
+        )
+        self._pool = (
+            CancellableThreadPoolExecutor(max_workers)
+            if package is None
+            else package.CancellableThreadPoolExecutor(max_workers)
+        )
+        self._current = current_token if package is None else package.current_token
+        self._job = self._source()
+        self._app = self._source()
         self.name = _TOKEN_NAMES[tokens]
         if buffersize is not None:
             self.name += f", buffersize={buffersize}"
@@ -177,9 +193,9 @@ class CancellablePool(Pool):
         if self.tokens == "job":
             return self._pool.submit(fn, *args, token=self._job.token)
         if self.tokens == "per-request":
-            request = CancellationTokenSource(self._app.token)
+            request = self._source(self._app.token)
             return self._pool.submit(fn, *args, token=request.token)
-        return self._pool.submit(fn, *args, token=CancellationTokenSource().token)
+        return self._pool.submit(fn, *args, token=self._source().token)
 
     def map(self, fn: Callable[[Any], Any], items: Iterable[Any]) -> Iterator[Any]:
         token: CancellationToken | None = self._job.token if self.tokens == "job" else None
@@ -188,7 +204,7 @@ class CancellablePool(Pool):
     def cancel_backlog(self, handles: list[Any]) -> None:
         if self.tokens == "job":
             self._job.cancel()
-            self._job = CancellationTokenSource()
+            self._job = self._source()
         else:
             self._pool.cancel_all()
 
@@ -200,13 +216,15 @@ class CancellablePool(Pool):
 
     def cancel_job(self, handles: list[Any]) -> None:
         self._job.cancel()
-        self._job = CancellationTokenSource()
+        self._job = self._source()
 
     def wake_task(
         self, started: Callable[[], object], resumed: Callable[[], object]
     ) -> Callable[[], object]:
+        current = self._current
+
         def task() -> None:
-            token = current_token()
+            token = current()
             started()
             token.wait()
             resumed()
@@ -214,7 +232,7 @@ class CancellablePool(Pool):
         if self.tokens == "none":
             future: CancellableFuture[None] = self._pool.submit(task)
             return future.request_cancel
-        source = CancellationTokenSource()
+        source = self._source()
         self._pool.submit(task, token=source.token)
         return source.cancel
 

@@ -23,7 +23,6 @@ against backlog and latency distribution as PNG files (matplotlib).
 
 from __future__ import annotations
 
-import argparse
 import collections
 import datetime
 import itertools
@@ -37,8 +36,17 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import bench_executor
-from benchmarks._harness import Row, compare, machine, markdown_table, percentile, timed
-from benchmarks._pools import STDLIB, CancellablePool, FloorPool, Pool, available
+from benchmarks._harness import (
+    Row,
+    cli,
+    compare,
+    load_tree,
+    machine,
+    markdown_table,
+    percentile,
+    timed,
+)
+from benchmarks._pools import STDLIB, CancellablePool, FloorPool, Pool, StdlibPool, available
 
 __all__ = ["plots", "run"]
 
@@ -420,6 +428,44 @@ def run(quick: bool = False, *, tiny: bool = False) -> str:
     return "\n\n".join(out) + "\n"
 
 
+def against(src: str | Path, quick: bool = False, *, tiny: bool = False) -> str:
+    """This tree's pool against the one in ``src``/cancellable, with the stdlib in each round.
+
+    The submit+result workload (no-op tasks on 4 workers) without tokens,
+    with a token per task and with a per-request token, for both trees and
+    the stdlib, all interleaved in one process: each figure is a multiple of
+    the stdlib's median, and the last column compares the two trees
+    directly. Returns markdown.
+    """
+    before = load_tree(src)
+    size = _sizes(quick, tiny)
+    n = size["n"]
+    rounds = 1 if tiny else 5 if quick else 7
+    kinds = {"none": "no token", "per-task": "a token per task", "per-request": "per-request token"}
+    variants: dict[str, Callable[[], float]] = {
+        STDLIB: lambda: _submit_result(StdlibPool, WORKERS, n)
+    }
+    for kind in kinds:
+        for label, package in (("before", before), ("after", None)):
+            variants[f"{label}, {kind}"] = lambda kind=kind, package=package: _submit_result(
+                lambda workers: CancellablePool(workers, kind, package=package), WORKERS, n
+            )
+    rows = {row.name: row.median for row in compare(variants, rounds=rounds)}
+    base = rows[STDLIB]
+    lines = [
+        f"**This tree against `{src}`**: {n:,} no-op submit+result, {WORKERS} workers "
+        f"({rounds} interleaved rounds with the {STDLIB}; medians of tasks/s as multiples of "
+        "the stdlib's, and after/before, higher is better)",
+        "",
+        "| tokens | before | after | after / before |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for kind, title in kinds.items():
+        old, new = rows[f"before, {kind}"], rows[f"after, {kind}"]
+        lines.append(f"| {title} | {old / base:.2f}x | {new / base:.2f}x | {new / old:.3f} |")
+    return "\n".join(lines)
+
+
 def _summary_table(summary: list[tuple[str, bool, dict[str, float]]]) -> str:
     """One row per workload: the stdlib's median, then every variant's ratio to it."""
     names: list[str] = []
@@ -634,9 +680,15 @@ def plots(outdir: Path) -> list[Path]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="small sizes, well under a minute")
-    print(run(quick=parser.parse_args().quick))
+    cli(
+        run,
+        __doc__,
+        quick_help="small sizes, well under a minute",
+        against=against,
+        against_help="only submit+result, this tree against the package in DIR/cancellable "
+        "(e.g. an older commit's src)",
+        module="bench_pools",
+    )
 
 
 if __name__ == "__main__":

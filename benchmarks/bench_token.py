@@ -14,11 +14,7 @@ before and after.
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import gc
-import importlib.util
-import sys
 import threading
 import time
 import timeit
@@ -30,9 +26,10 @@ from types import ModuleType
 import cancellable
 from benchmarks._harness import (
     Row,
+    cli,
     compare,
     header,
-    machine,
+    load_tree,
     markdown_table,
     percentile,
     quantile_table,
@@ -280,26 +277,6 @@ def _wake_latency(quick: bool, tiny: bool = False) -> str:
     return "\n".join(lines)
 
 
-def load_tree(src: str | Path, name: str = "cancellable_before") -> ModuleType:
-    """Import the package found in ``src``/cancellable under the module name ``name``.
-
-    Its classes still say ``cancellable`` in their ``__module__``, so this
-    tree's package must be imported first (it is, by this module).
-    """
-    init = Path(src) / "cancellable" / "__init__.py"
-    if not init.is_file():
-        raise ValueError(f"no cancellable/__init__.py under {str(src)!r}")
-    spec = importlib.util.spec_from_file_location(
-        name, init, submodule_search_locations=[str(init.parent)]
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def _cancel_per_callback(package: ModuleType, size: int) -> Callable[[], float]:
     """ns per callback of one ``cancel()`` with ``size`` plain registrations."""
 
@@ -393,23 +370,7 @@ def run(quick: bool = False, *, tiny: bool = False) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="small sizes, a few seconds")
-    parser.add_argument(
-        "--against",
-        metavar="DIR",
-        help="compare with the package in DIR/cancellable (e.g. an older commit's src)",
-    )
-    args = parser.parse_args()
-    if args.against is not None:
-        when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        command = f"python -m benchmarks.bench_token --against {args.against}" + (
-            " --quick" if args.quick else ""
-        )
-        print(f"`{command}` on {when}; {machine()}.\n")
-        print(against(args.against, quick=args.quick))
-        return
-    print(run(quick=args.quick))
+    cli(run, __doc__, against=against, module="bench_token")
 
 
 if __name__ == "__main__":

@@ -93,3 +93,13 @@ def test_pool_adapters_agree_on_results() -> None:
             assert sorted(pool.map(abs, range(-20, 0))) == list(range(1, 21)), name
         finally:
             pool.shutdown()
+
+
+@pytest.mark.parametrize("module", ["bench_pools", "bench_token"])
+def test_against_another_tree_reports_both(module: str) -> None:
+    # This tree's own src stands in for an older one.
+    bench = importlib.import_module(f"benchmarks.{module}")
+    report = bench.against(ROOT / "src", tiny=True)
+    assert f"This tree against `{ROOT / 'src'}`" in report
+    rows = [line for line in report.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) >= 4, report  # the header and at least three workloads
