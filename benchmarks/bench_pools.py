@@ -432,35 +432,45 @@ def against(src: str | Path, quick: bool = False, *, tiny: bool = False) -> str:
     """This tree's pool against the one in ``src``/cancellable, with the stdlib in each round.
 
     The submit+result workload (no-op tasks on 4 workers) without tokens,
-    with a token per task and with a per-request token, for both trees and
-    the stdlib, all interleaved in one process: each figure is a multiple of
-    the stdlib's median, and the last column compares the two trees
-    directly. Returns markdown.
+    with a token per task and with a per-request token, and eager ``map``,
+    for both trees and the stdlib, all interleaved in one process: each
+    figure is a multiple of the stdlib's median, and the last column
+    compares the two trees directly. Returns markdown.
     """
     before = load_tree(src)
     size = _sizes(quick, tiny)
     n = size["n"]
     rounds = 1 if tiny else 5 if quick else 7
-    kinds = {"none": "no token", "per-task": "a token per task", "per-request": "per-request token"}
-    variants: dict[str, Callable[[], float]] = {
-        STDLIB: lambda: _submit_result(StdlibPool, WORKERS, n)
+    kinds = {
+        "none": "submit, no token",
+        "per-task": "submit, a token per task",
+        "per-request": "submit, a per-request token",
     }
-    for kind in kinds:
-        for label, package in (("before", before), ("after", None)):
+    trees = (("before", before), ("after", None))
+    variants: dict[str, Callable[[], float]] = {
+        STDLIB: lambda: _submit_result(StdlibPool, WORKERS, n),
+        f"{STDLIB}, map": lambda: _map(StdlibPool, n),
+    }
+    for label, package in trees:
+        for kind in kinds:
             variants[f"{label}, {kind}"] = lambda kind=kind, package=package: _submit_result(
                 lambda workers: CancellablePool(workers, kind, package=package), WORKERS, n
             )
+        variants[f"{label}, map"] = lambda package=package: _map(
+            lambda workers: CancellablePool(workers, package=package), n
+        )
     rows = {row.name: row.median for row in compare(variants, rounds=rounds)}
-    base = rows[STDLIB]
     lines = [
-        f"**This tree against `{src}`**: {n:,} no-op submit+result, {WORKERS} workers "
-        f"({rounds} interleaved rounds with the {STDLIB}; medians of tasks/s as multiples of "
-        "the stdlib's, and after/before, higher is better)",
+        f"**This tree against `{src}`**: {n:,} no-op tasks, {WORKERS} workers, submitted "
+        f"then each `result()` read, or through `map` ({rounds} interleaved rounds with the "
+        f"{STDLIB}; medians of tasks/s as multiples of the stdlib's, and after/before, "
+        "higher is better)",
         "",
-        "| tokens | before | after | after / before |",
+        "| workload | before | after | after / before |",
         "| --- | ---: | ---: | ---: |",
     ]
-    for kind, title in kinds.items():
+    for kind, title in {**kinds, "map": f"`map` over {n:,} items (items/s)"}.items():
+        base = rows[f"{STDLIB}, map" if kind == "map" else STDLIB]
         old, new = rows[f"before, {kind}"], rows[f"after, {kind}"]
         lines.append(f"| {title} | {old / base:.2f}x | {new / base:.2f}x | {new / old:.3f} |")
     return "\n".join(lines)
