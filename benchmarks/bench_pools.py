@@ -24,6 +24,7 @@ against backlog and latency distribution as PNG files (matplotlib).
 from __future__ import annotations
 
 import collections
+import contextvars
 import datetime
 import gc
 import itertools
@@ -67,6 +68,21 @@ _COLORS = {
 
 # What the last run() measured, for plots().
 _LAST: dict[str, Any] = {}
+# Set in the submitting thread's context for `against`'s row with one.
+_VAR: contextvars.ContextVar[int] = contextvars.ContextVar("bench_pools_var")
+
+
+def _with_context_variable(measure: Callable[[], float]) -> Callable[[], float]:
+    """``measure`` run with a context variable set, so every task copies a non-empty context."""
+
+    def run() -> float:
+        def inside() -> float:
+            _VAR.set(1)
+            return measure()
+
+        return contextvars.copy_context().run(inside)
+
+    return run
 
 
 def _noop() -> None:
@@ -436,8 +452,10 @@ def against(src: str | Path, quick: bool = False, *, tiny: bool = False) -> str:
     """This tree's pool against the one in ``src``/cancellable, with the stdlib in each round.
 
     The submit+result workload (no-op tasks on 4 workers) without tokens,
-    with a token per task and with a per-request token, and eager ``map``,
-    for both trees and the stdlib, all interleaved in one process: each
+    with a token per task and with a per-request token, again without tokens
+    from a thread with a context variable set (so each task keeps a copy of
+    a non-empty context), and eager ``map``, for both trees and the stdlib,
+    all interleaved in one process: each
     figure is a multiple of the stdlib's median, and the last column
     compares the two trees directly. Returns markdown.
     """
@@ -450,6 +468,7 @@ def against(src: str | Path, quick: bool = False, *, tiny: bool = False) -> str:
         "per-task": "submit, a token per task",
         "per-request": "submit, a per-request token",
     }
+    varied = "submit, no token, a context variable set"
     trees = (("before", before), ("after", None))
     variants: dict[str, Callable[[], float]] = {
         STDLIB: lambda: _submit_result(StdlibPool, WORKERS, n),
@@ -463,6 +482,11 @@ def against(src: str | Path, quick: bool = False, *, tiny: bool = False) -> str:
         variants[f"{label}, map"] = lambda package=package: _map(
             lambda workers: CancellablePool(workers, package=package), n
         )
+        variants[f"{label}, {varied}"] = _with_context_variable(
+            lambda package=package: _submit_result(
+                lambda workers: CancellablePool(workers, package=package), WORKERS, n
+            )
+        )
     rows = {row.name: row.median for row in compare(variants, rounds=rounds)}
     lines = [
         f"**This tree against `{src}`**: {n:,} no-op tasks, {WORKERS} workers, submitted "
@@ -473,7 +497,8 @@ def against(src: str | Path, quick: bool = False, *, tiny: bool = False) -> str:
         "| workload | before | after | after / before |",
         "| --- | ---: | ---: | ---: |",
     ]
-    for kind, title in {**kinds, "map": f"`map` over {n:,} items (items/s)"}.items():
+    titles = {**kinds, varied: varied, "map": f"`map` over {n:,} items (items/s)"}
+    for kind, title in titles.items():
         base = rows[f"{STDLIB}, map" if kind == "map" else STDLIB]
         old, new = rows[f"before, {kind}"], rows[f"after, {kind}"]
         lines.append(f"| {title} | {old / base:.2f}x | {new / base:.2f}x | {new / old:.3f} |")
