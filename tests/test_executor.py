@@ -14,6 +14,7 @@ from concurrent.futures import (
     Executor,
     Future,
     ThreadPoolExecutor,
+    wait,
 )
 from concurrent.futures.thread import BrokenThreadPool
 
@@ -189,12 +190,42 @@ class TestPendingCancellation:
         self, pool: CancellableThreadPoolExecutor
     ) -> None:
         long_lived = CancellationTokenSource()
-        for _ in range(300):
-            pool.submit(pow, 2, 2, token=CancellationTokenSource().token).result(timeout=5)
-            pool.submit(pow, 2, 2, token=long_lived.token).result(timeout=5)
+        for _ in range(10):
+            gate, _ = occupy_workers(pool, 2)
+            tokens = [CancellationTokenSource().token for _ in range(30)] + [long_lived.token]
+            # Two pending tasks per token: the first watches it alone, the
+            # second makes a group.
+            futures = [pool.submit(pow, 2, 2, token=token) for token in tokens for _ in (0, 1)]
+            gate.set()
+            assert not wait(futures, timeout=10).not_done
         groups = pool._core.gen.groups
-        assert len(groups) < 100  # emptied groups are collected in batches
+        assert len(groups) < 100  # 310 were made; emptied ones are collected in batches
         assert _token_stats(long_lived.token).watchers <= 1
+
+    def test_groups_forgotten_by_an_interrupted_submit_are_unwatched(self) -> None:
+        pool = CancellableThreadPoolExecutor(1)
+        gate, _ = occupy_workers(pool, 1)
+        sources = [CancellationTokenSource() for _ in range(40)]
+        futures = [pool.submit(int, token=s.token) for s in sources for _ in (0, 1)]
+        gate.set()
+        assert not wait(futures, timeout=10).not_done
+        # Emptied, each group still watches its token until collected.
+        assert [_token_stats(s.token).watchers for s in sources] == [1] * 40
+        core = pool._core
+        queue_put = core.put
+
+        def interrupted(item: object) -> None:
+            raise KeyboardInterrupt
+
+        core.put = interrupted
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                # Collects the emptied groups, then is interrupted.
+                pool.submit(int, token=CancellationTokenSource().token)
+        finally:
+            core.put = queue_put
+        pool.shutdown()
+        assert [_token_stats(s.token).watchers for s in sources] == [0] * 40
 
     def test_cancel_all_does_not_pile_up_groups_on_a_long_lived_token(
         self, pool: CancellableThreadPoolExecutor

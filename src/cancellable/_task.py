@@ -260,6 +260,7 @@ class Board:
         "enqueued",
         "ex_token",
         "failed_pending",
+        "forgotten",
         "gen",
         "lock",
         "max_pending",
@@ -291,6 +292,9 @@ class Board:
         self.space = SignalSafeCondition(threading.Lock())
         # Groups seen empty since the last collection (see collect_empties).
         self.empties: list[Group] = []
+        # Groups collected and not yet handed to a caller to unwatch (``lock``
+        # held): kept here so that a signal between the two loses none.
+        self.forgotten: list[Group] = []
         self.gen = Gen(self)
         # Generations `cancel_all` replaced and has not finished cancelling
         # (a signal broke it off), with their reasons: the next cancel_all
@@ -370,17 +374,17 @@ class Board:
 
     # -- groups ----------------------------------------------------------------
 
-    def collect_empties(self) -> list[Group]:
-        """Forget the groups that emptied; return their registrations to remove.
+    def collect_empties(self) -> None:
+        """Forget the groups that emptied, moving them to ``forgotten``.
 
         Called with ``lock`` held, by a submit, before it looks up its group.
         Claimers only note an emptied group (one atomic ``list.append``), so
-        running a task never takes the pool's lock. Returns the groups whose
-        watch on their token the caller must remove (`Group.unwatch`),
-        outside the lock.
+        running a task never takes the pool's lock. The submit hands the
+        forgotten groups to its caller (`handoff`), which removes their
+        watch on their tokens (`Group.unwatch`) outside the lock.
         """
         empties = self.empties
-        stale = []
+        forgotten = self.forgotten
         # Pop in place: claimers append concurrently (list.pop and append are
         # atomic under the GIL).
         while empties:
@@ -390,8 +394,14 @@ class Board:
                 # In use again (noted anew when it empties), or forgotten
                 # already: a group can be noted empty more than once.
                 continue
-            del groups[group.token]
-            stale.append(group)
+            # One statement: out of its generation and into the list.
+            forgotten.append(groups.pop(group.token))
+
+    def handoff(self) -> list[Group] | None:
+        """The forgotten groups for the caller to unwatch, or None; ``lock`` held."""
+        if not self.forgotten:
+            return None
+        stale, self.forgotten = self.forgotten, []
         return stale
 
     def enqueue(
@@ -401,7 +411,9 @@ class Board:
 
         Returns ``(cause, stale)``: the token that had already cancelled the
         task (the caller then ends it with `reject`) and forgotten groups
-        whose watch the caller must remove outside the lock.
+        whose watch the caller must remove outside the lock (those of a
+        submit that a signal broke off go to the next one, or to
+        `finish_cancels`).
         """
         stale = None
         gen = self.gen
@@ -421,7 +433,7 @@ class Board:
             if len(self.empties) >= _COLLECT_AT:
                 # Before the lookup: the group found below is never one
                 # being forgotten.
-                stale = self.collect_empties()
+                self.collect_empties()
             group = gen.groups.get(tok)
         try:
             if group is None and tok is not None:
@@ -439,7 +451,7 @@ class Board:
                     # not yet queued); the caller ends the task.
                     future._group = gen.default if group is None else group
                     self.rejected += 1
-                    return tok, stale
+                    return tok, self.handoff()
             future._group = group
             # Not None: set above when ``tok`` is.
             group[future] = True  # type: ignore[index]
@@ -459,7 +471,7 @@ class Board:
             _let_go_of_sub(future)
             raise
         self.enqueued += 1
-        return None, stale
+        return None, self.handoff()
 
     def _solo(self, future: CancellableFuture[Any], tok: CancellationToken) -> bool:
         """Make ``future`` a solo task of ``tok`` if it is the token's first; ``lock`` held.
@@ -588,9 +600,10 @@ class Board:
     def finish_cancels(self) -> None:
         """Cancel every generation `new_generation` replaced, until none is left.
 
-        A `BaseException` raised by a callback (or a signal) propagates once
-        that generation's cancel is complete; the next call goes on with the
-        rest.
+        Then unwatch the groups a submit collected but a signal kept from
+        handing over (`handoff`). A `BaseException` raised by a callback (or
+        a signal) propagates once that generation's cancel is complete; the
+        next call goes on with the rest.
         """
         retiring = self.retiring
         while retiring:
@@ -604,6 +617,11 @@ class Board:
                     if other is entry:
                         del retiring[i]
                         break
+        # Groups forgotten by a submit that a signal broke off.
+        with self.lock:
+            stale = self.handoff()
+        if stale:
+            unwatch_all(stale)
 
     def release(self) -> None:
         """Detach the current generation from the executor's token (pool finished).
