@@ -282,8 +282,8 @@ class TestOneParent:
         assert holds_nothing(parent.token)
 
     def test_a_child_costs_no_more_tracked_objects_than_a_root(self) -> None:
-        # The weak link, but no lock of its own (its parent's family lock)
-        # and no tuple of one link. (Fewer objects the collector tracks,
+        # The weak link, but no lock of its own (one of its parent's family
+        # locks) and no tuple of one link. (Fewer objects the collector tracks,
         # fewer collections for a program making a child per request.)
         parent = CancellationTokenSource()
         first = CancellationTokenSource(parent.token)  # the parent's dict exists from here
@@ -309,21 +309,28 @@ class TestOneParent:
         assert _token_stats(parent.token).children == 1  # the others went when dropped
         del first
 
-    def test_one_parent_children_share_a_lock_and_grandchildren_another(self) -> None:
+    def test_one_parent_children_share_their_parents_few_locks(self) -> None:
         parent = CancellationTokenSource()
-        first, second = (CancellationTokenSource(parent.token) for _ in range(2))
-        grandchild = CancellationTokenSource(first.token)
-        both = CancellationTokenSource(first.token, second.token)
-        locks = [s.token._lock for s in (parent, first, second, grandchild, both)]
-        assert locks[1] is locks[2]
-        assert len({id(lock) for lock in locks}) == 4  # siblings share; nobody else
-        # Siblings' locked sections, each reaching up to the shared parent,
-        # from two threads at once, and cancels down through them.
+        children = [CancellationTokenSource(parent.token) for _ in range(40)]
+        family = {id(child.token._lock) for child in children}
+        # However many children: at most that many locks, none the parent's own.
+        assert len(family) == token_module._FAMILY_LOCKS
+        assert id(parent.token._lock) not in family
+        grandchild = CancellationTokenSource(children[0].token)
+        both = CancellationTokenSource(children[0].token, children[1].token)
+        others = {id(grandchild.token._lock), id(both.token._lock)}
+        assert len(others) == 2
+        assert not others & (family | {id(parent.token._lock)})
+        # Two siblings that drew the same lock, their locked sections (each
+        # reaching up to the shared parent) from two threads at once, then
+        # a cancel down through them.
+        first = children[0]
+        second = next(c for c in children[1:] if c.token._lock is first.token._lock)
         seen: list[int] = []
-        stop = threading.Barrier(2)
+        start = threading.Barrier(2)
 
         def churn(source: CancellationTokenSource, tag: int) -> None:
-            stop.wait(timeout=10)
+            start.wait(timeout=10)
             for _ in range(2000):
                 source.token.register(seen.append, tag).unregister()
                 with CancellationTokenSource(source.token) as inner:
