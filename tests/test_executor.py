@@ -430,6 +430,59 @@ class TestTokenUsedByOneTask:
             finally:
                 gate.set()
 
+    def test_callbacks_that_submit_per_request_tasks_while_the_app_is_cancelled(
+        self, pool: CancellableThreadPoolExecutor
+    ) -> None:
+        gate, _ = occupy_workers(pool, 2)
+        try:
+            app = CancellationTokenSource()
+            late: list[CancellableFuture[int]] = []
+
+            def submit_another(_: object = None) -> None:
+                # Re-entrant: called back from inside the app's cancel.
+                late.append(pool.submit(int, token=CancellationTokenSource(app.token).token))
+
+            requests = [CancellationTokenSource(app.token) for _ in range(3)]
+            futures = [pool.submit(int, token=r.token) for r in requests]
+            futures[0].add_done_callback(submit_another)
+            requests[1].token.register(submit_another)
+            app.cancel()
+            assert all(future.cancelled() for future in futures)
+            assert len(late) == 2
+            assert all(future.cancelled() for future in late)
+            assert [_token_stats(r.token).watchers for r in requests] == [0, 0, 0]
+        finally:
+            gate.set()
+
+    def test_request_tokens_with_edge_timeouts(self, pool: CancellableThreadPoolExecutor) -> None:
+        gate, _ = occupy_workers(pool, 2)
+        try:
+            app = CancellationTokenSource()
+            at_once = pool.submit(int, token=CancellationTokenSource(app.token, timeout=0).token)
+            assert at_once.cancelled()
+            far = CancellationTokenSource(app.token, timeout=1e10)
+            waiting = pool.submit(int, token=far.token)
+            with pytest.raises(ValueError, match="NaN"):
+                CancellationTokenSource(app.token, timeout=float("nan"))
+            assert not waiting.done()
+            app.cancel("stop")
+            assert waiting.cancelled()
+            assert _token_stats(far.token).watchers == 0
+        finally:
+            gate.set()
+
+    def test_many_thousand_requests_of_one_app_token(
+        self, pool: CancellableThreadPoolExecutor
+    ) -> None:
+        app = CancellationTokenSource()
+        futures = [
+            pool.submit(int, token=CancellationTokenSource(app.token).token) for _ in range(20_000)
+        ]
+        assert not wait(futures, timeout=60).not_done
+        stats = _token_stats(app.token)
+        assert (stats.registrations, stats.children, stats.watchers) == (0, 0, 0)
+        assert len(app.token._family or ()) <= 16  # the children's locks, shared
+
     def test_tasks_from_a_thread_with_no_context_variables_start_clean(
         self, pool: CancellableThreadPoolExecutor
     ) -> None:

@@ -451,7 +451,7 @@ class Board:
                     # not yet queued); the caller ends the task.
                     future._group = gen.default if group is None else group
                     self.rejected += 1
-                    return tok, self.handoff()
+                    return tok, self.handoff() if self.forgotten else None
             future._group = group
             # Not None: set above when ``tok`` is.
             group[future] = True  # type: ignore[index]
@@ -471,7 +471,8 @@ class Board:
             _let_go_of_sub(future)
             raise
         self.enqueued += 1
-        return None, self.handoff()
+        # No call on the common path: forgotten groups are rare.
+        return None, self.handoff() if self.forgotten else None
 
     def _solo(self, future: CancellableFuture[Any], tok: CancellationToken) -> bool:
         """Make ``future`` a solo task of ``tok`` if it is the token's first; ``lock`` held.
